@@ -38,8 +38,9 @@ ENV PYTHONUNBUFFERED=1 \
     KNOWLEDGE_PATH=/app/apps/knowledge
 
 # Fly mounts the volume at /data with the uid/gid of the image's USER, so the app can write the Chroma store.
+# A login shell, so operators can `fly ssh console --user zantara` (docs/deploy.md, re-index).
 RUN groupadd --system --gid 10001 zantara \
-    && useradd --system --uid 10001 --gid zantara --home-dir /app --no-create-home --shell /usr/sbin/nologin zantara \
+    && useradd --system --uid 10001 --gid zantara --home-dir /app --no-create-home --shell /bin/bash zantara \
     && mkdir -p /app /data/chroma \
     && chown -R zantara:zantara /app /data
 

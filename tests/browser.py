@@ -1,4 +1,4 @@
-"""Browser-test plumbing: headless Debian Chromium through Playwright, a static page server and a cuttable proxy.
+"""Browser-test plumbing: headless Debian Chromium via Playwright, a static page server, a cuttable proxy.
 
 Playwright's own browser download is blocked here, so `launch_chromium` drives the system `/usr/bin/chromium`
 (`scripts/install-browser.sh` installs it) with the pip wheel's bundled driver. Playwright gives every
@@ -78,7 +78,7 @@ def launch_chromium(*, headless: bool = True) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def open_page(browser: Any, *, problems: list[str] | None = None, **context_options: Any) -> Iterator[Any]:
-    """A `Page` in a fresh context (own storage and cache); page errors and console errors go to `problems`."""
+    """A `Page` in a fresh context (own storage and cache); page and console errors go to `problems`."""
     context = browser.new_context(**context_options)
     page = context.new_page()
     if problems is not None:

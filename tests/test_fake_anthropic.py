@@ -181,9 +181,10 @@ async def test_delays_and_a_short_stall(fake: FakeAnthropic, client: anthropic.A
             arrivals.append(time.monotonic() - started)
         final = await stream.get_final_message()
     assert final.content[0].text == "abcdefgh"  # the stream carries on after a finite stall
-    assert arrivals[0] >= 0.14
-    assert arrivals[1] - arrivals[0] >= 0.035
-    assert arrivals[2] - arrivals[1] >= 0.19
+    # Lower bounds only (the server cannot send early; a busy client may read late):
+    # first delta at 150 ms, next 40 ms later, then 40 ms + a 200 ms stall, then 40 ms.
+    schedule = [0.15, 0.19, 0.43, 0.47]
+    assert all(got >= due - 0.01 for got, due in zip(arrivals, schedule, strict=True)), arrivals
     assert last(fake)["outcome"] == "completed"
 
 

@@ -33,7 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings)
+        try:
+            services = await build_services(settings)
+        except ZantaraError as exc:
+            log.error("cannot start: %s", exc.message)
+            raise
         app.state.services = services
         ingestion = asyncio.create_task(ingest_sample_if_empty(services))
         try:

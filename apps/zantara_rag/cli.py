@@ -71,7 +71,6 @@ def _ingest(args: argparse.Namespace) -> int:
     if missing:
         print(f"zantara-rag ingest: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    embedder = Embedder(settings.embedding_model, settings.embedding_device)
     client = connect(settings)
     try:
         if args.reset:
@@ -81,6 +80,7 @@ def _ingest(args: argparse.Namespace) -> int:
     except EmbeddingModelMismatch as exc:
         print(f"zantara-rag ingest: {exc.message}", file=sys.stderr)
         return 2
+    embedder = Embedder(settings.embedding_model, settings.embedding_device)
     report = ingest(
         paths,
         store,

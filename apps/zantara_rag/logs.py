@@ -12,6 +12,17 @@ from typing import Any
 from .settings import Settings
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def scrub(message: str) -> str:
+    """Withhold tracebacks (frameworks put them in messages, e.g. a failed lifespan) and e-mail addresses."""
+    head, sep, tail = message.partition(_TRACEBACK)
+    if sep:
+        last = tail.strip().splitlines()[-1] if tail.strip() else ""
+        exc_type = last.split(":", 1)[0].rsplit(".", 1)[-1].strip()
+        message = f"{head.rstrip()} [traceback withheld: {exc_type or 'exception'}]".strip()
+    return _EMAIL.sub("<email>", message)
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,7 +31,7 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": _EMAIL.sub("<email>", record.getMessage()),
+            "msg": scrub(record.getMessage()),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):

@@ -50,9 +50,10 @@ class Services:
 
 async def build_services(settings: Settings) -> Services:
     """Load the model and open the store (both blocking: done in threads, before the app accepts traffic)."""
-    embedder = await asyncio.to_thread(Embedder, settings.embedding_model, settings.embedding_device)
+    # The store first: a collection built by another model is refused before seconds go into loading one.
     client = await asyncio.to_thread(connect, settings)
     store = await asyncio.to_thread(VectorStore, client, settings.chroma_collection, settings.embedding_model)
+    embedder = await asyncio.to_thread(Embedder, settings.embedding_model, settings.embedding_device)
     answer_client = make_client(settings)
     if answer_client is None:
         log.warning(

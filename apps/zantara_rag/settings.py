@@ -140,17 +140,13 @@ class Settings(BaseSettings):
 
 
 def describe_validation_error(exc: Exception) -> str:
-    """Turn a pydantic ValidationError into one line per variable, naming the env var."""
+    """One line per problem, naming the environment variable, for a refusal to boot."""
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):
         return str(exc)
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        var = loc[0].upper() if loc else "settings"
-        msg = err["msg"]
-        if not loc and "CHUNK_" not in msg and "SOURCES_" not in msg:
-            var = "settings"
-        lines.append(f"{var}: {msg}" if loc else msg)
+        names = [str(p).upper() for p in err["loc"]]
+        lines.append(f"{names[0]}: {err['msg']}" if names else str(err["msg"]).removeprefix("Value error, "))
     return "invalid configuration:\n  " + "\n  ".join(lines)

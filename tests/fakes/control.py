@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json as _json
 import os
 import queue
 import subprocess
@@ -162,7 +163,10 @@ class FakeAnthropic:
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         if self._http is None:
             raise RuntimeError("FakeAnthropic is not running; call start() first")
-        response = self._http.request(method, path, json=json, params=params)
+        # Encoded here with \u escapes (httpx would UTF-8 encode and choke on lone surrogates in chunks).
+        content = None if json is None else _json.dumps(json).encode()
+        headers = None if json is None else {"content-type": "application/json"}
+        response = self._http.request(method, path, content=content, headers=headers, params=params)
         if response.status_code != 200:
             raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text}")
         return response.json()

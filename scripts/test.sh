@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One command to run the whole test suite from a fresh clone: installs the Python dependencies, the
+# browser (Debian's Chromium) and the frontend examples' npm packages, then lints and runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+if [ -x scripts/install-browser.sh ] || [ -f scripts/install-browser.sh ]; then
+  bash scripts/install-browser.sh
+fi
+export HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+echo "==> ruff"
+.venv/bin/ruff check apps tests bench
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,205 @@
+"""Ingestion with the real embedder and a real embedded Chroma: idempotence, changes, prune, formats."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT, ServerProcess, base_env
+from zantara_rag.chunking import split_text
+from zantara_rag.documents import load, split_markdown
+from zantara_rag.embedder import Embedder
+from zantara_rag.errors import EmbeddingModelMismatch
+from zantara_rag.ingest import ingest
+from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL, Settings
+from zantara_rag.store import VectorStore, connect
+
+DOC = """---
+title: Test visa
+url: https://balizero.com/kb/test
+updated: 2026-01-01
+language: en
+---
+# Test visa
+
+## Fees
+The test visa costs IDR 2,000,000 and lasts 60 days.
+
+## Sponsor
+A local sponsor is required.
+"""
+
+
+def minimal_pdf(lines: list[str]) -> bytes:
+    """A valid one-page PDF with Helvetica text, written by hand (no PDF library writes text)."""
+    text = "BT /F1 12 Tf 72 720 Td " + " ".join(f"({ln}) Tj 0 -16 Td" for ln in lines) + " ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(text), text.encode()),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Title (Golden visa brochure) >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[Embedder]:
+    e = Embedder(DEFAULT_EMBEDDING_MODEL)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> VectorStore:
+    return VectorStore(connect(Settings(chroma_path=tmp_path / "chroma")), "test-kb", DEFAULT_EMBEDDING_MODEL)
+
+
+def run(root: Path, store: VectorStore, embedder: Embedder, prune: bool = False):  # type: ignore[no-untyped-def]
+    return ingest([root], store, embedder, max_chars=400, overlap=60, prune=prune, progress=False)
+
+
+def test_reingesting_unchanged_files_embeds_and_changes_nothing(tmp_path: Path, store, embedder) -> None:
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "visa.md").write_text(DOC)
+    (root / "notes.txt").write_text("Office notes\n\nNyepi closes the airport for 24 hours every year.")
+    first = run(root, store, embedder)
+    assert (first.files, first.added, first.updated, first.removed) == (2, first.added, 0, 0) and first.added >= 3
+    before = store._collection.get(include=["documents", "metadatas", "embeddings"])
+    again = run(root, store, embedder)
+    assert (again.added, again.updated, again.removed, again.unchanged) == (0, 0, 0, first.added)
+    after = store._collection.get(include=["documents", "metadatas", "embeddings"])
+    assert before["ids"] == after["ids"] and before["documents"] == after["documents"]
+    assert before["metadatas"] == after["metadatas"]
+
+
+def test_changed_file_replaces_its_chunks_and_prune_removes_gone_files(tmp_path: Path, store, embedder) -> None:
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "visa.md").write_text(DOC)
+    (root / "other.md").write_text("---\ntitle: Other\n---\n## A\nSomething about BPJS contributions.\n")
+    run(root, store, embedder)
+    (root / "visa.md").write_text(DOC.replace("IDR 2,000,000", "IDR 3,500,000").replace("## Sponsor\nA local sponsor is required.\n", ""))
+    changed = run(root, store, embedder)
+    assert changed.updated == 1 and changed.removed == 1 and changed.added == 0
+    texts = store._collection.get(where={"doc": "kb/visa.md"})["documents"]
+    assert any("3,500,000" in t for t in texts) and not any("2,000,000" in t for t in texts)
+    (root / "other.md").unlink()
+    kept = run(root, store, embedder)
+    assert kept.removed == 0 and "kb/other.md" in store.documents(), "without --prune nothing is removed"
+    pruned = run(root, store, embedder, prune=True)
+    assert pruned.removed == 1 and store.documents() == {"kb/visa.md"}
+
+
+def test_chunk_metadata(tmp_path: Path, store, embedder) -> None:
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "visa.md").write_text(DOC)
+    run(root, store, embedder)
+    got = store._collection.get(include=["metadatas", "documents"])
+    metas = sorted(got["metadatas"], key=lambda m: m["chunk_index"])
+    assert [m["section"] for m in metas] == ["Test visa > Fees", "Test visa > Sponsor"]
+    assert {m["title"] for m in metas} == {"Test visa"}
+    assert {m["url"] for m in metas} == {"https://balizero.com/kb/test"}
+    assert {m["updated"] for m in metas} == {"2026-01-01"}
+    assert {m["path"] for m in metas} == {"kb/visa.md"}
+    assert all(d.startswith("Test visa — Test visa > ") for d in got["documents"])
+
+
+def test_html_and_pdf_inputs(tmp_path: Path, store, embedder) -> None:
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "page.html").write_text(
+        "<html lang='id'><head><title>Panduan SIM</title><script>alert(1)</script></head><body>"
+        "<nav>menu</nav><h2>Syarat</h2><p>Pemegang KITAS dapat mengajukan SIM A di Polresta.</p>"
+        "<ul><li>Paspor</li><li>KITAS</li></ul></body></html>"
+    )
+    (root / "brochure.pdf").write_bytes(minimal_pdf(["Golden visa for investors", "Stay up to ten years"]))
+    report = run(root, store, embedder)
+    assert report.files == 2 and not report.failed
+    html = load(root / "page.html")
+    assert html.title == "Panduan SIM" and html.language == "id"
+    assert html.sections[0].heading == "Syarat" and "alert" not in html.sections[0].text
+    pdf = load(root / "brochure.pdf")
+    assert pdf.title == "Golden visa brochure" and "ten years" in pdf.sections[0].text
+    hits = store.query(embedder.embed(["golden visa ten years"])[0], 1)
+    assert hits[0].metadata["title"] == "Golden visa brochure" and hits[0].metadata["section"] == "Page 1"
+
+
+def test_unreadable_file_is_reported_and_the_rest_ingested(tmp_path: Path, store, embedder) -> None:
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "broken.pdf").write_bytes(b"%PDF-1.4 this is not a pdf")
+    (root / "ok.md").write_text(DOC)
+    report = run(root, store, embedder)
+    assert report.failed == ["broken.pdf"] and report.added >= 2
+    assert "1 unreadable: broken.pdf" in report.summary()
+
+
+def test_headings_bound_chunks_and_long_sections_split_with_overlap() -> None:
+    sections = split_markdown("# T\n\nintro\n\n## A\none\n```\n# not a heading\n```\n### B\ntwo\n## C\nthree")
+    assert [s.heading for s in sections] == ["T", "T > A", "T > A > B", "T > C"]
+    assert "# not a heading" in sections[1].text
+    sentences = " ".join(f"Sentence number {i} has some words." for i in range(60))
+    pieces = split_text(sentences, 300, 60)
+    assert len(pieces) > 5 and all(len(p) <= 300 for p in pieces)
+    for prev, nxt in zip(pieces, pieces[1:], strict=False):
+        assert nxt.split(".")[0] in prev, "each piece starts with the end of the previous one"
+
+
+def test_model_mismatch_is_refused_with_reindex_instructions(tmp_path: Path) -> None:
+    client = connect(Settings(chroma_path=tmp_path / "c"))
+    VectorStore(client, "kb-x", DEFAULT_EMBEDDING_MODEL)
+    with pytest.raises(EmbeddingModelMismatch, match="zantara-rag ingest --reset"):
+        VectorStore(client, "kb-x", "intfloat/multilingual-e5-small")
+    # --reset rebuilds it for the new model
+    assert VectorStore.reset(client, "kb-x", "intfloat/multilingual-e5-small").count() == 0
+
+
+def test_server_refuses_to_boot_on_a_collection_built_by_another_model(kb_template: Path) -> None:
+    server = ServerProcess(kb_template, EMBEDDING_MODEL="all-MiniLM-L6-v2")
+    try:
+        server.start(wait=None)
+        assert server.wait(timeout=120) != 0
+        logs = server.logs()
+        assert "zantara-rag ingest --reset" in logs and "Traceback" not in logs
+    finally:
+        server.cleanup()
+
+
+def test_cli_ingest_prints_a_summary_and_is_idempotent(tmp_path: Path) -> None:
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "visa.md").write_text(DOC)
+    env = base_env(CHROMA_PATH=tmp_path / "chroma")
+    cmd = [sys.executable, "-m", "zantara_rag.cli", "ingest", str(root)]
+    first = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    assert first.stdout.strip().startswith("1 files: 2 chunks added, 0 updated, 0 removed, 0 unchanged in ")
+    second = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    assert "0 chunks added, 0 updated, 0 removed, 2 unchanged" in second.stdout
+    missing = subprocess.run([*cmd[:-1], str(tmp_path / "nope")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+
+
+def test_impossible_settings_refuse_to_boot_naming_the_variable() -> None:
+    for env, var in ((("PORT", "70000"),), "PORT"), ((("SOURCES_TOP_K", "9"), ("RETRIEVAL_TOP_K", "4")), "SOURCES_TOP_K"), ((("MIN_SIMILARITY", "1.5"),), "MIN_SIMILARITY"):
+        out = subprocess.run(
+            [sys.executable, "-m", "zantara_rag.cli", "serve"],
+            env=base_env(**dict(env)), cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 2 and var in out.stderr, out.stderr
