@@ -251,6 +251,20 @@ def test_test_page_opened_from_disk_explains_the_null_origin(
     assert f"{server.url}/sse-test" in page.inner_text("#error-box")
 
 
+def test_test_page_opened_from_disk_streams_when_file_origins_are_allowed(
+    page: Any, kb_template: Path, tmp_path: Path, problems: list[str]
+) -> None:
+    copy = tmp_path / "SSE_TEST.html"
+    shutil.copy(REPO / "SSE_TEST.html", copy)
+    with ServerProcess(kb_template, CORS_ALLOW_FILE_ORIGIN="true", EXTRACTIVE_CHUNK_DELAY_MS="5") as dev:
+        page.goto(copy.as_uri())
+        page.fill("#backend-url", dev.url)
+        page.dispatch_event("#backend-url", "change")
+        state = ask_on_test_page(page)
+    assert_complete(state)
+    assert not problems
+
+
 def test_plain_event_source_on_an_allowed_origin(
     page: Any, server: ServerProcess, page_origin: StaticServer, problems: list[str]
 ) -> None:

@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StreamHeaders)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=list(settings.cors_allowed_origins),
+        allow_origins=sorted(settings.allowed_origins),
         allow_methods=["GET", "OPTIONS"],
         allow_headers=["Content-Type", "Authorization", "Accept", "Cache-Control", "Last-Event-ID", "X-Request-ID"],
         expose_headers=["X-Request-ID"],

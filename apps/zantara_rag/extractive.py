@@ -14,7 +14,8 @@ from .retrieval import Passage, chunk_body
 
 MAX_SENTENCES = 4
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
+# A sentence ends at . ! ? before a capital, digit or quote — but not after "e.g.", "i.e.", "No." or "etc.".
+_SENTENCE = re.compile(r"(?<!e\.g\.)(?<!i\.e\.)(?<!\bNo\.)(?<!etc\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 _STOP = set(
     """a an and are as at be by can do does for from has have how i if in is it its me my of on or our so
     that the their there this to was what when where which who why will with you your yang dan di ke dari

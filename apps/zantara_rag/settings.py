@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(15.0, gt=0, le=120)
     extractive_chunk_delay_ms: int = Field(10, ge=0, le=1000)
     cors_allowed_origins: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ORIGINS
+    # `Origin: null` is what a page opened from disk (SSE_TEST.html) sends — and also what a sandboxed
+    # iframe on any site sends. Development only; never in production.
+    cors_allow_file_origin: bool = False
     team_directory: Path | None = None
 
     # --- resume, disconnects and restarts
@@ -132,7 +135,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def allowed_origins(self) -> frozenset[str]:
-        return frozenset(self.cors_allowed_origins)
+        return frozenset(self.cors_allowed_origins) | ({"null"} if self.cors_allow_file_origin else set())
 
     @property
     def has_api_key(self) -> bool:

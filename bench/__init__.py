@@ -1,0 +1,1 @@
+"""Benchmarks for Zantara RAG (`python -m bench.<name>`)."""
