@@ -123,6 +123,26 @@ class Index:
     tmp: Any = field(repr=False, default=None)
 
 
+class CachingEmbedder(Embedder):
+    """The real Embedder, remembering vectors by text.
+
+    Sections shorter than the smallest CHUNK_MAX_CHARS give the same chunk under every chunking setting, and
+    each question is asked several times; each distinct text is embedded once per run.
+    """
+
+    def __init__(self, name: str, device: str = "cpu") -> None:
+        super().__init__(name, device)
+        self._cache: dict[str, list[float]] = {}
+        self.embedded = 0
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            self._cache.update(zip(missing, super().embed(missing, batch_size), strict=True))
+            self.embedded += len(missing)
+        return [self._cache[t] for t in texts]
+
+
 def load_questions(path: Path = QUESTIONS, offtopic: Path = OFFTOPIC) -> tuple[list[Question], list[Question]]:
     on = [
         Question(q["id"], q["question"], q.get("language", "en"), q["answer_doc"])
@@ -321,7 +341,7 @@ def _write(payload: dict[str, Any], output: Path) -> None:
 
 def run_single(cfg: Config, output: Path) -> dict[str, Any]:
     on, off = load_questions()
-    embedder = Embedder(_default("embedding_model"))
+    embedder = CachingEmbedder(_default("embedding_model"))
     started = time.perf_counter()
     index = build_index(embedder, cfg.chunk_max_chars, cfg.overlap)
     metrics = asyncio.run(evaluate_real(index, embedder, cfg.top_k, cfg.min_similarity, on, off))
@@ -350,7 +370,7 @@ def run_single(cfg: Config, output: Path) -> dict[str, Any]:
 def run_sweep(output: Path) -> dict[str, Any]:
     started = time.perf_counter()
     on, off = load_questions()
-    embedder = Embedder(_default("embedding_model"))
+    embedder = CachingEmbedder(_default("embedding_model"))
     questions = [*on, *off]
     vectors = dict(zip([q.id for q in questions], embedder.embed([q.text for q in questions]), strict=True))
     results: dict[Config, dict[str, Any]] = {}

@@ -56,9 +56,9 @@ def ask(
         connect_sse(client, "GET", CHAT, params=query_params, headers={**SSE, **(headers or {})}) as source,
     ):
         got = Received(source.response.status_code, source.response.headers)
-        if source.response.status_code != 200 or not source.response.headers.get("content-type", "").startswith(
-            "text/event-stream"
-        ):
+        if source.response.status_code != 200 or not source.response.headers.get(
+            "content-type", ""
+        ).startswith("text/event-stream"):
             source.response.read()
             return got
         for sse in source.iter_sse():

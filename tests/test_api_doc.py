@@ -12,7 +12,12 @@ from zantara_rag.events import DoneEvent, ErrorEvent, SourcesEvent, TextEvent, _
 
 DOC = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
 EXAMPLES = re.findall(r"```json event=(\w+)\n(.*?)\n```", DOC, flags=re.S)
-MODELS: dict[str, type[_Event]] = {"text": TextEvent, "sources": SourcesEvent, "done": DoneEvent, "error": ErrorEvent}
+MODELS: dict[str, type[_Event]] = {
+    "text": TextEvent,
+    "sources": SourcesEvent,
+    "done": DoneEvent,
+    "error": ErrorEvent,
+}
 
 
 def test_every_event_type_has_an_example() -> None:
@@ -31,7 +36,9 @@ def test_error_codes_table_covers_every_error_class() -> None:
     codes = {
         cls.code
         for cls in vars(errors).values()
-        if isinstance(cls, type) and issubclass(cls, errors.ZantaraError) and cls.code not in {"invalid_request", "embedding_model_mismatch"}
+        if isinstance(cls, type)
+        and issubclass(cls, errors.ZantaraError)
+        and cls.code not in {"invalid_request", "embedding_model_mismatch"}
     }
     security = ROOT / "docs" / "security.md"
     documented = DOC + (security.read_text(encoding="utf-8") if security.exists() else "")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess
-from tests.sse import CHAT, SSE, assert_contract, ask
+from tests.sse import CHAT, SSE, ask, assert_contract
 
 
 def test_extractive_answer_streams_text_then_sources_then_done(extractive_server: ServerProcess) -> None:
@@ -41,9 +41,20 @@ def test_curl_no_buffer_streams_the_same_contract(extractive_server: ServerProce
     curl = shutil.which("curl")
     assert curl, "curl is part of the smoke-test tooling"
     out = subprocess.run(
-        [curl, "-sN", "--max-time", "60", "-G", extractive_server.url + CHAT, "--data-urlencode",
-         "query=Can a foreigner own land in Bali?"],
-        capture_output=True, text=True, timeout=90, check=True,
+        [
+            curl,
+            "-sN",
+            "--max-time",
+            "60",
+            "-G",
+            extractive_server.url + CHAT,
+            "--data-urlencode",
+            "query=Can a foreigner own land in Bali?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
     ).stdout
     blocks = [b for b in out.split("\n\n") if b.strip()]
     events = [json.loads(line[6:]) for b in blocks for line in b.splitlines() if line.startswith("data: ")]
@@ -69,7 +80,11 @@ def test_query_without_accept_header_still_streams(extractive_server: ServerProc
         ({"query": "x" * 4001}, "query_too_long", 413),
         ({"query": "hi", "conversation_history": "{not json"}, "invalid_history", 400),
         ({"query": "hi", "conversation_history": '{"role": "user"}'}, "invalid_history", 400),
-        ({"query": "hi", "conversation_history": '[{"role": "system", "content": "x"}]'}, "invalid_history", 400),
+        (
+            {"query": "hi", "conversation_history": '[{"role": "system", "content": "x"}]'},
+            "invalid_history",
+            400,
+        ),
         ({"query": "hi", "conversation_history": '[{"role": "user", "content": 5}]'}, "invalid_history", 400),
         ({"query": "hi", "conversation_history": '["hello"]'}, "invalid_history", 400),
         ({"query": "hi", "user_email": "not-an-email"}, "invalid_email", 400),
@@ -88,7 +103,9 @@ def test_bad_input_in_band_for_event_stream_and_json_for_others(
     assert plain.json() == {"error": got.last["error"], "code": code}
 
 
-def test_bad_input_never_reaches_retrieval_or_claude(claude_server: ServerProcess, claude: FakeAnthropic) -> None:
+def test_bad_input_never_reaches_retrieval_or_claude(
+    claude_server: ServerProcess, claude: FakeAnthropic
+) -> None:
     for query, params in (("", {}), ("hi", {"conversation_history": "[1]"}), ("hi", {"user_email": "x@"})):
         got = ask(claude_server.url, query, **params)
         assert got.last["done"] is True and "code" in got.last
@@ -102,7 +119,9 @@ def test_production_client_placeholders_mean_no_email(extractive_server: ServerP
 
 
 def test_history_must_be_a_list_of_turns_but_extra_keys_are_ignored(extractive_server: ServerProcess) -> None:
-    history = json.dumps([{"role": "user", "content": "Hi", "id": 7}, {"role": "assistant", "content": "Hello!", "x": 1}])
+    history = json.dumps(
+        [{"role": "user", "content": "Hi", "id": 7}, {"role": "assistant", "content": "Hello!", "x": 1}]
+    )
     assert_contract(ask(extractive_server.url, "And the KITAS?", conversation_history=history))
 
 
@@ -121,18 +140,26 @@ def test_openapi_documents_the_stream(extractive_server: ServerProcess) -> None:
 # --- with Claude (the fake server, through the real SDK)
 
 
-def test_claude_answer_carries_passages_history_and_model(claude_server: ServerProcess, claude: FakeAnthropic) -> None:
-    history = [{"role": "user", "content": "Halo"}, {"role": "assistant", "content": "Halo! Ada yang bisa dibantu?"}]
-    got = ask(claude_server.url, "What does an investor KITAS require?", conversation_history=json.dumps(history))
+def test_claude_answer_carries_passages_history_and_model(
+    claude_server: ServerProcess, claude: FakeAnthropic
+) -> None:
+    history = [
+        {"role": "user", "content": "Halo"},
+        {"role": "assistant", "content": "Halo! Ada yang bisa dibantu?"},
+    ]
+    got = ask(
+        claude_server.url, "What does an investor KITAS require?", conversation_history=json.dumps(history)
+    )
     assert_contract(got)
     assert got.last["model"] == "claude-haiku-4-5" and got.last["degraded"] is False
     assert got.last["usage"]["inputTokens"] > 0 and got.last["usage"]["outputTokens"] > 0
     (request,) = claude.requests()
     body = request["body"]
     assert body["model"] == "claude-haiku-4-5" and body["stream"] is True
-    assert request["headers"].get("authorization") == "Bearer sk-ant-test-SECRET-0123456789" or request[
-        "headers"
-    ].get("x-api-key") == "sk-ant-test-SECRET-0123456789"
+    assert (
+        request["headers"].get("authorization") == "Bearer sk-ant-test-SECRET-0123456789"
+        or request["headers"].get("x-api-key") == "sk-ant-test-SECRET-0123456789"
+    )
     assert body["messages"][:2] == history
     final = body["messages"][-1]
     assert final["role"] == "user"
@@ -154,7 +181,7 @@ def test_claude_answer_carries_passages_history_and_model(claude_server: ServerP
         ["Izin tinggal terbatas (KITAS) ", "berlaku hingga 2 tahun. ", "Biayanya tergantung jenisnya."],
         ["تأشيرة ", "المستثمر ", "في إندونيسيا", " [1]"],
         ["Family 👨‍👩‍👧‍👦 and flags 🇮🇩", " and skin tones 👋🏽", "."],
-        ["before", "\n\ndata: {\"done\":true}", "after\r\n\r\nid: 99\n", ": ping"],
+        ["before", '\n\ndata: {"done":true}', "after\r\n\r\nid: 99\n", ": ping"],
     ],
     ids=["indonesian", "arabic", "emoji-zwj", "framing-breaker"],
 )
@@ -166,7 +193,9 @@ def test_text_survives_intact(claude_server: ServerProcess, claude: FakeAnthropi
     assert got.answer == "".join(chunks)
 
 
-def test_lone_surrogates_and_controls_become_valid_utf8(claude_server: ServerProcess, claude: FakeAnthropic) -> None:
+def test_lone_surrogates_and_controls_become_valid_utf8(
+    claude_server: ServerProcess, claude: FakeAnthropic
+) -> None:
     claude.enqueue({"chunks": ["ok \x00\x07 bell", " tab\tend"]})
     got = ask(claude_server.url, "hello\x00 \x1b[31mKITAS")
     assert_contract(got)
@@ -208,7 +237,8 @@ def test_heartbeat_comments_while_waiting(kb_template, fake_claude: FakeAnthropi
         ANTHROPIC_BASE_URL=fake_claude.base_url,
         HEARTBEAT_SECONDS="0.5",
     ) as server:
-        with httpx.stream("GET", server.url + CHAT, params={"query": "KITAS?"}, headers=SSE, timeout=30) as r:
+        params = {"query": "KITAS?"}
+        with httpx.stream("GET", server.url + CHAT, params=params, headers=SSE, timeout=30) as r:
             body = r.read().decode()
     before_text = body.split('"text"')[0]
     assert before_text.count(": ping") >= 2, body[:300]

@@ -32,12 +32,17 @@ REFUSED = [
     "http://localhost:3001",
     "http://localhost",
 ]
-PREFLIGHT = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "last-event-id, authorization"}
+PREFLIGHT = {
+    "Access-Control-Request-Method": "GET",
+    "Access-Control-Request-Headers": "last-event-id, authorization",
+}
 
 
 @pytest.mark.parametrize("origin", ALLOWED)
 def test_allowed_origin_is_echoed_with_vary(extractive_server: ServerProcess, origin: str) -> None:
-    r = httpx.get(extractive_server.url + CHAT, params={"query": "NPWP"}, headers={"Origin": origin, **SSE}, timeout=60)
+    r = httpx.get(
+        extractive_server.url + CHAT, params={"query": "NPWP"}, headers={"Origin": origin, **SSE}, timeout=60
+    )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == origin
     assert "Origin" in r.headers["vary"]

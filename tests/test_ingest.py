@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,7 +41,8 @@ def minimal_pdf(lines: list[str]) -> bytes:
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(text), text.encode()),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         b"<< /Title (Golden visa brochure) >>",
@@ -53,7 +55,10 @@ def minimal_pdf(lines: list[str]) -> bytes:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
     return bytes(out)
 
 
@@ -79,7 +84,12 @@ def test_reingesting_unchanged_files_embeds_and_changes_nothing(tmp_path: Path, 
     (root / "visa.md").write_text(DOC)
     (root / "notes.txt").write_text("Office notes\n\nNyepi closes the airport for 24 hours every year.")
     first = run(root, store, embedder)
-    assert (first.files, first.added, first.updated, first.removed) == (2, first.added, 0, 0) and first.added >= 3
+    assert (first.files, first.added, first.updated, first.removed) == (
+        2,
+        first.added,
+        0,
+        0,
+    ) and first.added >= 3
     before = store._collection.get(include=["documents", "metadatas", "embeddings"])
     again = run(root, store, embedder)
     assert (again.added, again.updated, again.removed, again.unchanged) == (0, 0, 0, first.added)
@@ -88,13 +98,19 @@ def test_reingesting_unchanged_files_embeds_and_changes_nothing(tmp_path: Path, 
     assert before["metadatas"] == after["metadatas"]
 
 
-def test_changed_file_replaces_its_chunks_and_prune_removes_gone_files(tmp_path: Path, store, embedder) -> None:
+def test_changed_file_replaces_its_chunks_and_prune_removes_gone_files(
+    tmp_path: Path, store, embedder
+) -> None:
     root = tmp_path / "kb"
     root.mkdir()
     (root / "visa.md").write_text(DOC)
     (root / "other.md").write_text("---\ntitle: Other\n---\n## A\nSomething about BPJS contributions.\n")
     run(root, store, embedder)
-    (root / "visa.md").write_text(DOC.replace("IDR 2,000,000", "IDR 3,500,000").replace("## Sponsor\nA local sponsor is required.\n", ""))
+    (root / "visa.md").write_text(
+        DOC.replace("IDR 2,000,000", "IDR 3,500,000").replace(
+            "## Sponsor\nA local sponsor is required.\n", ""
+        )
+    )
     changed = run(root, store, embedder)
     assert changed.updated == 1 and changed.removed == 1 and changed.added == 0
     texts = store._collection.get(where={"doc": "kb/visa.md"})["documents"]
@@ -158,7 +174,7 @@ def test_headings_bound_chunks_and_long_sections_split_with_overlap() -> None:
     sentences = " ".join(f"Sentence number {i} has some words." for i in range(60))
     pieces = split_text(sentences, 300, 60)
     assert len(pieces) > 5 and all(len(p) <= 300 for p in pieces)
-    for prev, nxt in zip(pieces, pieces[1:], strict=False):
+    for prev, nxt in itertools.pairwise(pieces):
         assert nxt.split(".")[0] in prev, "each piece starts with the end of the previous one"
 
 
@@ -192,14 +208,24 @@ def test_cli_ingest_prints_a_summary_and_is_idempotent(tmp_path: Path) -> None:
     assert first.stdout.strip().startswith("1 files: 2 chunks added, 0 updated, 0 removed, 0 unchanged in ")
     second = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
     assert "0 chunks added, 0 updated, 0 removed, 2 unchanged" in second.stdout
-    missing = subprocess.run([*cmd[:-1], str(tmp_path / "nope")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [*cmd[:-1], str(tmp_path / "nope")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
 
 
 def test_impossible_settings_refuse_to_boot_naming_the_variable() -> None:
-    for env, var in ((("PORT", "70000"),), "PORT"), ((("SOURCES_TOP_K", "9"), ("RETRIEVAL_TOP_K", "4")), "SOURCES_TOP_K"), ((("MIN_SIMILARITY", "1.5"),), "MIN_SIMILARITY"):
+    for env, var in (
+        ((("PORT", "70000"),), "PORT"),
+        ((("SOURCES_TOP_K", "9"), ("RETRIEVAL_TOP_K", "4")), "SOURCES_TOP_K"),
+        ((("MIN_SIMILARITY", "1.5"),), "MIN_SIMILARITY"),
+    ):
         out = subprocess.run(
             [sys.executable, "-m", "zantara_rag.cli", "serve"],
-            env=base_env(**dict(env)), cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env=base_env(**dict(env)),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 2 and var in out.stderr, out.stderr

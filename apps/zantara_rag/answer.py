@@ -148,7 +148,12 @@ class Answerer:
             yield piece
 
     async def _continue(
-        self, partial: str, model: str, system: list[dict[str, Any]], messages: list[dict[str, Any]], meta: AnswerMeta
+        self,
+        partial: str,
+        model: str,
+        system: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        meta: AnswerMeta,
     ) -> AsyncIterator[str]:
         """Resume a broken answer: the partial text is the assistant's prefill, the model continues it."""
         # The API rejects a prefill that ends in whitespace; the client already has that whitespace.
@@ -156,7 +161,9 @@ class Answerer:
         trailing_space = prefill != partial
         first = True
         try:
-            async for delta in self._claude(model, system, [*messages, {"role": "assistant", "content": prefill}], meta):
+            async for delta in self._claude(
+                model, system, [*messages, {"role": "assistant", "content": prefill}], meta
+            ):
                 if first and trailing_space:
                     delta = delta.lstrip()
                     if not delta:
@@ -173,12 +180,13 @@ class Answerer:
     ) -> AsyncIterator[str]:
         """One streamed request, bounded by first-token, idle and total timeouts."""
         s = self.settings
+        assert self.client is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.upstream_total_timeout
         meta.upstream_attempts += 1
         # The producer task that drives this generator does no other awaiting between items, so the
         # timeout scope cannot fire outside this generator's own awaits.
-        async with asyncio.timeout(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:  # noqa: ASYNC100
+        async with asyncio.timeout(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:
             async with self.client.messages.stream(
                 model=model, max_tokens=s.max_output_tokens, system=system, messages=messages
             ) as stream:
@@ -197,6 +205,7 @@ class Answerer:
                             output_tokens = event.usage.output_tokens or output_tokens
                 finally:
                     meta.output_tokens += output_tokens
+
 
 def make_client(settings: Settings) -> Any | None:
     if not settings.has_api_key:

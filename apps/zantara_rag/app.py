@@ -80,10 +80,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=sorted(settings.allowed_origins),
         allow_methods=["GET", "OPTIONS"],
-        allow_headers=["Content-Type", "Authorization", "Accept", "Cache-Control", "Last-Event-ID", "X-Request-ID"],
+        allow_headers=[
+            "Content-Type",
+            "Authorization",
+            "Accept",
+            "Cache-Control",
+            "Last-Event-ID",
+            "X-Request-ID",
+        ],
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
     app.add_middleware(OriginGate, allowed=settings.allowed_origins)
     return app
-

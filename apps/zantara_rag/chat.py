@@ -33,9 +33,7 @@ class ChatRequest:
 def sanitize(text: str) -> str:
     """Drop control characters (keeping newlines and tabs) and replace lone surrogates."""
     text = clean_text(text)
-    return "".join(
-        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in {"Cc", "Cs"}
-    )
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in {"Cc", "Cs"})
 
 
 def parse_chat(

@@ -1,4 +1,4 @@
-"""Cutting sections into chunks: headings are hard boundaries, a size cap splits long sections with overlap."""
+"""Cutting sections into chunks: headings are hard boundaries; long sections split with overlap."""
 
 from __future__ import annotations
 

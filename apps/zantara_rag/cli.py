@@ -21,17 +21,23 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zantara-rag", description="Bali Zero's streaming RAG chat backend.")
+    parser = argparse.ArgumentParser(
+        prog="zantara-rag", description="Bali Zero's streaming RAG chat backend."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP service (ingests the sample set on first start)")
     serve.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 8000)")
     serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy")
-    serve.add_argument("--forwarded-allow-ips", default=None, help="proxy addresses to trust ('*' behind Fly)")
+    serve.add_argument(
+        "--forwarded-allow-ips", default=None, help="proxy addresses to trust ('*' behind Fly)"
+    )
 
     ing = sub.add_parser("ingest", help="index knowledge files (markdown, text, HTML, PDF)")
-    ing.add_argument("paths", nargs="*", type=Path, help="files or folders (default: the sample knowledge base)")
+    ing.add_argument(
+        "paths", nargs="*", type=Path, help="files or folders (default: the sample knowledge base)"
+    )
     ing.add_argument("--prune", action="store_true", help="remove chunks of files that are gone")
     ing.add_argument("--reset", action="store_true", help="drop the collection and rebuild it")
     ing.add_argument("--no-progress", action="store_true", help="no progress bar")

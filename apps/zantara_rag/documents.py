@@ -72,7 +72,7 @@ def load(path: Path) -> Document:
         return _load_text(raw, path)
     except UnreadableDocument:
         raise
-    except Exception as exc:  # noqa: BLE001 - parsers raise anything; report by type, keep going
+    except Exception as exc:
         raise UnreadableDocument(f"{path.name}: {type(exc).__name__}") from exc
 
 

@@ -52,7 +52,10 @@ class OriginNotAllowed(ZantaraError):
 class RetrievalUnavailable(ZantaraError):
     code = "retrieval_unavailable"
     status = 503
-    message = "Sorry, the knowledge base is unavailable right now, so I can't give a grounded answer. Please try again in a moment."
+    message = (
+        "Sorry, the knowledge base is unavailable right now, so I can't give a grounded answer. "
+        "Please try again in a moment."
+    )
 
 
 class UpstreamInterrupted(ZantaraError):

@@ -50,7 +50,10 @@ class OriginGate:
 
 
 class StreamHeaders:
-    """Set the streaming headers on `text/event-stream` responses (FastAPI's own Cache-Control lacks no-transform)."""
+    """Set the streaming headers on `text/event-stream` responses.
+
+    FastAPI's own `Cache-Control: no-cache` lacks `no-transform`, and nothing sets `Content-Encoding`.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

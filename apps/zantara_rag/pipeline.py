@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-from .answer import AnswerMeta, Answerer
+from .answer import Answerer, AnswerMeta
 from .chat import ChatRequest
 from .errors import ShuttingDown, ZantaraError
 from .events import DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
@@ -74,7 +74,7 @@ async def produce(
         else:
             stream.append(error_json(ZantaraError(), count), terminal=True, outcome="cancelled")
         raise
-    except Exception as exc:  # noqa: BLE001 - never leak; the type names the bug for the operator
+    except Exception as exc:
         log.error("answer %s failed unexpectedly (%s)", stream.id, type(exc).__name__)
         stream.append(error_json(ZantaraError(), count), terminal=True, outcome="internal_error")
     finally:

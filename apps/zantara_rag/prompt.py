@@ -25,7 +25,9 @@ def build_system(member: Member | None) -> list[dict[str, Any]]:
     if member is not None:
         note = f"You are talking with {member.name}, a member of the Bali Zero team. Address them by name."
         if member.language:
-            note += f" Their preferred language is {member.language}; answer in it unless they write in another."
+            note += (
+                f" Their preferred language is {member.language}; answer in it unless they write in another."
+            )
         blocks.append({"type": "text", "text": note})
     return blocks
 

@@ -46,12 +46,12 @@ class DrainingServer(uvicorn.Server):
         services.drain_event.set()
         deadline = asyncio.get_running_loop().time() + self.settings.drain_seconds
         log.info("draining: %d open streams, up to %.0fs", hub.active, self.settings.drain_seconds)
-        while hub.active and asyncio.get_running_loop().time() < deadline:
+        while hub.active and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polls two conditions
             await asyncio.sleep(0.1)
         left = hub.live()
         if left:
             log.info("drain window over: ending %d streams with shutting_down", len(left))
-            await hub.close(timeout=2.0)
+            await hub.close(wait_seconds=2.0)
             await asyncio.sleep(0.3)  # let readers flush the terminal event
         self.should_exit = True
 

@@ -42,7 +42,7 @@ class Services:
         return self.drain_event.is_set()
 
     async def aclose(self) -> None:
-        await self.hub.close(timeout=2.0)
+        await self.hub.close(wait_seconds=2.0)
         if self.client is not None:
             await self.client.close()
         self.embedder.close()
@@ -100,7 +100,7 @@ async def ingest_sample_if_empty(services: Services) -> None:
             progress=False,
         )
         log.info("ingested: %s", report.summary())
-    except Exception as exc:  # noqa: BLE001 - reported through /ready; the type is enough to act on
+    except Exception as exc:
         services.ingest_error = type(exc).__name__
         log.error("first-start ingestion failed (%s)", type(exc).__name__)
     finally:

@@ -8,6 +8,7 @@ comparing vectors from two models returns confident garbage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,10 +70,9 @@ class VectorStore:
     @classmethod
     def reset(cls, client: Any, collection: str, model_name: str) -> VectorStore:
         """Drop the collection and create it afresh for `model_name`."""
-        try:
+        # Absent is fine; Chroma raises various types for it.
+        with contextlib.suppress(Exception):
             client.delete_collection(collection)
-        except Exception:  # noqa: BLE001 - absent is fine; Chroma raises various types for it
-            pass
         return cls(client, collection, model_name)
 
     def count(self) -> int:
@@ -103,7 +103,10 @@ class VectorStore:
     def chunks_of(self, doc: str) -> dict[str, str]:
         """Existing chunk ids of one document mapped to their content hashes."""
         got = self._collection.get(where={"doc": doc}, include=["metadatas"])
-        return {i: str((m or {}).get("content_hash", "")) for i, m in zip(got["ids"], got["metadatas"], strict=True)}
+        return {
+            i: str((m or {}).get("content_hash", ""))
+            for i, m in zip(got["ids"], got["metadatas"], strict=True)
+        }
 
     def documents(self) -> set[str]:
         got = self._collection.get(include=["metadatas"])

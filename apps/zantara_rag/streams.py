@@ -19,12 +19,14 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-_EVENT_ID = re.compile(r"^(?P<stream>(?P<machine>[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*)-(?P<token>[0-9a-f]{12})):(?P<n>\d{1,9})$")
+_EVENT_ID = re.compile(
+    r"^(?P<stream>(?P<machine>[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*)-(?P<token>[0-9a-f]{12})):(?P<n>\d{1,9})$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,9 @@ class Stream:
                     raise LookupError("events evicted")
                 if self.last_position - position > max_lag:
                     # A reader this far behind holds the buffer hostage; drop it, it can resume.
-                    log.info("dropping a slow reader of %s (%d behind)", self.id, self.last_position - position)
+                    log.info(
+                        "dropping a slow reader of %s (%d behind)", self.id, self.last_position - position
+                    )
                     return
                 position += 1
                 yield position, self._events[index]
@@ -150,7 +154,7 @@ class StreamHub:
     def active(self) -> int:
         return sum(1 for s in self._streams.values() if not s.finished)
 
-    def create(self, producer: Callable[[Stream], Awaitable[None]]) -> Stream:
+    def create(self, producer: Callable[[Stream], Coroutine[object, object, None]]) -> Stream:
         self._sweep()
         stream = Stream(f"{self.machine_id}-{secrets.token_hex(6)}", self.max_events, self.max_bytes)
         self._streams[stream.id] = stream
@@ -196,7 +200,11 @@ class StreamHub:
     def _sweep(self) -> None:
         now = time.monotonic()
         # Finished streams expire after the TTL; beyond the count bound the oldest finished go first.
-        for sid in [sid for sid, s in self._streams.items() if s.finished_at is not None and now - s.finished_at > self.ttl_seconds]:
+        for sid in [
+            sid
+            for sid, s in self._streams.items()
+            if s.finished_at is not None and now - s.finished_at > self.ttl_seconds
+        ]:
             del self._streams[sid]
         if len(self._streams) >= self.max_streams:
             for sid in [sid for sid, s in self._streams.items() if s.finished]:
@@ -204,13 +212,13 @@ class StreamHub:
                 if len(self._streams) < self.max_streams:
                     break
 
-    async def close(self, timeout: float) -> None:
+    async def close(self, wait_seconds: float) -> None:
         """Cancel every producer still running and wait for them (used at shutdown)."""
         tasks = [s.task for s in self._streams.values() if s.task is not None and not s.task.done()]
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=wait_seconds)
 
     def live(self) -> list[Stream]:
         return [s for s in self._streams.values() if not s.finished]

@@ -58,7 +58,9 @@ async def open_stream(
     request: Request,
     services: ServicesDep,
     query: Annotated[str | None, Query(description="The user's question.")] = None,
-    user_email: Annotated[str | None, Query(description="Optional; personalises answers for team members.")] = None,
+    user_email: Annotated[
+        str | None, Query(description="Optional; personalises answers for team members.")
+    ] = None,
     conversation_history: Annotated[
         str | None, Query(description='JSON array of {"role": "user"|"assistant", "content": str}.')
     ] = None,
@@ -83,7 +85,9 @@ async def open_stream(
         raise
     member = services.team.find(chat.user_email)
     stream = services.hub.create(
-        lambda s: produce(s, services.answerer, chat, retrieval.passages, member, draining=services.drain_event)
+        lambda s: produce(
+            s, services.answerer, chat, retrieval.passages, member, draining=services.drain_event
+        )
     )
     return Opened(stream, 0)
 

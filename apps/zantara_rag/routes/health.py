@@ -27,7 +27,7 @@ async def ready(services: ServicesDep) -> JSONResponse:
     else:
         try:
             count = await asyncio.wait_for(asyncio.to_thread(services.store.count), timeout=3.0)
-        except Exception:  # noqa: BLE001 - any failure means "not reachable"; the type is not for clients
+        except Exception:
             reason = "vector store unreachable"
         else:
             if count == 0:
