@@ -48,17 +48,20 @@ def browser_unavailable_reason() -> str | None:
 
 
 def require_browser() -> None:
-    """Skip the calling test with an actionable reason when Chromium or Playwright is missing."""
+    """Fail the calling test with an actionable reason when Chromium or Playwright is missing.
+
+    A failure, not a skip: `scripts/test.sh` installs both, so a missing browser is a broken setup.
+    """
     reason = browser_unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason)
 
 
 def require_node_modules(directory: Path) -> None:
     if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+        pytest.fail("node is not installed")
     if not (directory / "node_modules").is_dir():
-        pytest.skip(f"{directory.relative_to(REPO)}/node_modules is missing ({INSTALL_HINT})")
+        pytest.fail(f"{directory.relative_to(REPO)}/node_modules is missing ({INSTALL_HINT})")
 
 
 @contextlib.contextmanager
