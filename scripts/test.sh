@@ -12,5 +12,7 @@ echo "==> ruff"
 .venv/bin/ruff check apps tests bench
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> pip-audit (known vulnerabilities; SKIPPED when no advisory service is reachable)"
+.venv/bin/python scripts/audit.py
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"

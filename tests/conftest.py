@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.chroma_server import ChromaServer
 from tests.fakes.control import FakeAnthropic
-from tests.harness import KNOWLEDGE, ServerProcess, ingest_template
+from tests.harness import KNOWLEDGE, ServerProcess, claude_env, ingest_template
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -49,13 +50,42 @@ def extractive_server(kb_template: Path) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def claude_server(kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProcess]:
     """A server whose Claude is the fake server, through the real SDK (`ANTHROPIC_BASE_URL`)."""
-    with ServerProcess(
-        kb_template,
-        ANTHROPIC_API_KEY="sk-ant-test-SECRET-0123456789",
-        ANTHROPIC_BASE_URL=fake_claude.base_url,
-        ANTHROPIC_FALLBACK_MODEL="claude-sonnet-4-6",
-        UPSTREAM_RETRY_AFTER_CAP="0.2",
-        UPSTREAM_FIRST_TOKEN_TIMEOUT="2",
-        UPSTREAM_IDLE_TIMEOUT="2",
-    ) as server:
+    with ServerProcess(kb_template, **claude_env(fake_claude.base_url)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    """A real `chroma run` server holding the sample knowledge base, ingested over HTTP by the real CLI."""
+    with ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data") as chroma:
+        ingest_template(tmp_path_factory.mktemp("unused") / "chroma", KNOWLEDGE, CHROMA_URL=chroma.url)
+        yield chroma
+
+
+@pytest.fixture(scope="session")
+def mini_kb_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few documents of the sample knowledge base (the prompt-injection page too), quick to ingest."""
+    from tests.security import MINI_KB
+
+    target = tmp_path_factory.mktemp("mini-kb") / "chroma"
+    ingest_template(target, *MINI_KB)
+    return target
+
+
+@pytest.fixture(scope="session")
+def mini_claude_server(mini_kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProcess]:
+    """The fake Claude behind a server with the small knowledge base and the default request limits."""
+    with ServerProcess(mini_kb_template, AUTO_INGEST="false", **claude_env(fake_claude.base_url)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def secured_server(
+    mini_kb_template: Path, fake_claude: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Authentication on (two secrets), a team directory, debug logs: its log is grepped for secrets."""
+    from tests.security import secured_env, team_file
+
+    env = secured_env(fake_claude.base_url, team_file(tmp_path_factory.mktemp("team")))
+    with ServerProcess(mini_kb_template, AUTO_INGEST="false", **env) as server:
         yield server

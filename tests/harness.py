@@ -39,10 +39,28 @@ def base_env(**overrides: Any) -> dict[str, str]:
             "LOG_LEVEL": "info",
             "EXTRACTIVE_CHUNK_DELAY_MS": "0",
             "PYTHONUNBUFFERED": "1",
+            # Every test client is 127.0.0.1: limits are off unless a test sets them (tests/test_abuse.py).
+            "RATE_LIMIT_PER_MINUTE": "0",
+            "MAX_STREAMS_PER_CLIENT": "0",
+            "MAX_CONCURRENT_STREAMS": "0",
+            "DAILY_TOKEN_BUDGET": "0",
+            "DAILY_TOKEN_BUDGET_PER_CLIENT": "0",
         }
     )
     env.update({k: str(v) for k, v in overrides.items() if v is not None})
     return env
+
+
+def claude_env(base_url: str) -> dict[str, str]:
+    """Settings of a server whose Claude is the fake server (tests/fakes), reached through the real SDK."""
+    return {
+        "ANTHROPIC_API_KEY": "sk-ant-test-SECRET-0123456789",
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_FALLBACK_MODEL": "claude-sonnet-4-6",
+        "UPSTREAM_RETRY_AFTER_CAP": "0.2",
+        "UPSTREAM_FIRST_TOKEN_TIMEOUT": "2",
+        "UPSTREAM_IDLE_TIMEOUT": "2",
+    }
 
 
 def ingest_template(target: Path, *paths: Path, **env: Any) -> str:

@@ -1,4 +1,7 @@
-"""The wire contract, field by field, against the real server under uvicorn, read by real clients."""
+"""The wire contract, field by field, against the real server under uvicorn, read by real clients.
+
+Every test runs twice: against embedded Chroma and against a real `chroma run` server (`CHROMA_URL`).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,42 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, claude_env
 from tests.sse import CHAT, SSE, ask, assert_contract
+
+
+@pytest.fixture(scope="session", params=["embedded", pytest.param("server", marks=pytest.mark.server_mode)])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Where a server finds the ingested sample knowledge base, as `ServerProcess` arguments."""
+    if request.param == "embedded":
+        return {"chroma_template": request.getfixturevalue("kb_template")}
+    return {"CHROMA_URL": request.getfixturevalue("chroma_server").url}
+
+
+@pytest.fixture(scope="session")
+def extractive_server(request: pytest.FixtureRequest, store: dict[str, Any]) -> Iterator[ServerProcess]:
+    if "CHROMA_URL" not in store:
+        yield request.getfixturevalue("extractive_server")  # conftest's, shared with other modules
+        return
+    with ServerProcess(**store) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def claude_server(request: pytest.FixtureRequest, store: dict[str, Any]) -> Iterator[ServerProcess]:
+    if "CHROMA_URL" not in store:
+        yield request.getfixturevalue("claude_server")
+        return
+    fake: FakeAnthropic = request.getfixturevalue("fake_claude")
+    with ServerProcess(**store, **claude_env(fake.base_url)) as server:
+        yield server
 
 
 def test_extractive_answer_streams_text_then_sources_then_done(extractive_server: ServerProcess) -> None:
@@ -205,13 +237,13 @@ def test_lone_surrogates_and_controls_become_valid_utf8(
 
 
 def test_personalised_from_team_directory_without_logging_the_address(
-    kb_template, fake_claude: FakeAnthropic, tmp_path
+    store: dict[str, Any], fake_claude: FakeAnthropic, tmp_path
 ) -> None:
     directory = tmp_path / "team.json"
     directory.write_text(json.dumps({"made.wijaya@balizero.com": {"name": "Made", "language": "Indonesian"}}))
     fake_claude.reset()
     with ServerProcess(
-        kb_template,
+        **store,
         ANTHROPIC_API_KEY="sk-ant-test-key",
         ANTHROPIC_BASE_URL=fake_claude.base_url,
         TEAM_DIRECTORY=directory,
@@ -228,11 +260,11 @@ def test_personalised_from_team_directory_without_logging_the_address(
     assert "made.wijaya" not in logs.lower() and "someone@example.com" not in logs
 
 
-def test_heartbeat_comments_while_waiting(kb_template, fake_claude: FakeAnthropic) -> None:
+def test_heartbeat_comments_while_waiting(store: dict[str, Any], fake_claude: FakeAnthropic) -> None:
     fake_claude.reset()
     fake_claude.enqueue({"first_token_delay_ms": 1600, "chunks": ["late ", "answer"]})
     with ServerProcess(
-        kb_template,
+        **store,
         ANTHROPIC_API_KEY="sk-ant-test-key",
         ANTHROPIC_BASE_URL=fake_claude.base_url,
         HEARTBEAT_SECONDS="0.5",

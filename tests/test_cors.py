@@ -79,6 +79,46 @@ def test_two_origin_headers_are_refused(extractive_server: ServerProcess) -> Non
     conn.close()
 
 
+def test_a_preflight_with_two_origin_headers_is_refused(mini_claude_server: ServerProcess) -> None:
+    url = urlsplit(mini_claude_server.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.putrequest("OPTIONS", CHAT)
+    conn.putheader("Origin", "https://zantara.balizero.com")
+    conn.putheader("Origin", "https://evil.example")
+    for name, value in PREFLIGHT.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 403 and response.getheader("access-control-allow-origin") is None
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "request_headers",
+    [
+        {"Access-Control-Request-Method": "DELETE"},
+        {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-evil"},
+        {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "cookie"},
+    ],
+    ids=["method", "header", "cookie"],
+)
+def test_a_preflight_for_something_not_allowed_gets_no_grant(
+    mini_claude_server: ServerProcess, request_headers: dict[str, str]
+) -> None:
+    pre = httpx.options(
+        mini_claude_server.url + CHAT, headers={"Origin": "https://zantara.balizero.com", **request_headers}
+    )
+    assert pre.status_code == 400
+    assert "DELETE" not in pre.headers.get("access-control-allow-methods", "")
+    allowed = pre.headers.get("access-control-allow-headers", "").lower()
+    assert "x-evil" not in allowed and "cookie" not in allowed
+
+
+def test_an_options_request_without_origin_is_not_a_preflight(mini_claude_server: ServerProcess) -> None:
+    pre = httpx.options(mini_claude_server.url + CHAT, headers=PREFLIGHT)
+    assert pre.status_code == 405 and "access-control-allow-origin" not in pre.headers
+
+
 def test_no_origin_is_served(extractive_server: ServerProcess) -> None:
     r = httpx.get(extractive_server.url + CHAT, params={"query": "NPWP"}, timeout=60)
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .chat import ChatRequest
 from .errors import UpstreamInterrupted
@@ -24,10 +26,20 @@ from .retrieval import Passage
 from .settings import Settings
 from .team import Member
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 EXTRACTIVE = "extractive"
-_FATAL_STATUSES = {400, 401, 403, 404, 413}
+# Errors a retry cannot fix, and what the operator should look at for each.
+_FATAL_STATUSES = {
+    400: "the request shape (MAX_OUTPUT_TOKENS, the model's limits)",
+    401: "ANTHROPIC_API_KEY (missing, revoked or mistyped)",
+    403: "the API key's permissions and the account (workspace, billing)",
+    404: "the model names ANTHROPIC_MODEL and ANTHROPIC_FALLBACK_MODEL",
+    413: "the request size (MAX_HISTORY_CHARS, SOURCES_TOP_K, CHUNK_MAX_CHARS)",
+}
 
 
 @dataclass
@@ -40,6 +52,8 @@ class AnswerMeta:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     upstream_attempts: int = 0
+    # Milliseconds per stage (prompt, upstream_connect, upstream_first_token), reported with TIMING_HEADERS.
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 class UpstreamFailure(Exception):
@@ -94,10 +108,14 @@ async def extractive_stream(query: str, passages: list[Passage], delay: float) -
 class Answerer:
     """Produces the text of one answer as an async stream of deltas."""
 
-    def __init__(self, settings: Settings, client: Any | None) -> None:
+    def __init__(self, settings: Settings, client: Any | None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.client = client  # anthropic.AsyncAnthropic, or None when no API key is configured
         self.extractive_delay = settings.extractive_chunk_delay_ms / 1000
+        self.metrics = metrics
+
+    def _in_flight(self) -> AbstractAsyncContextManager[None]:
+        return self.metrics.upstream_request() if self.metrics is not None else nullcontext()
 
     async def answer(
         self, request: ChatRequest, passages: list[Passage], member: Member | None, meta: AnswerMeta
@@ -108,8 +126,10 @@ class Answerer:
                 yield piece
             return
 
+        started = time.perf_counter()
         system = build_system(member)
         messages = build_messages(request, passages)
+        meta.timing["prompt"] = (time.perf_counter() - started) * 1000
         primary = self.settings.anthropic_model
         fallback = self.settings.anthropic_fallback_model
         chain = [primary, primary] + ([fallback] if fallback and fallback != primary else [])
@@ -128,10 +148,11 @@ class Answerer:
                 break
             if not failure.retryable:
                 log.error(
-                    "Claude rejected the request (%s) for model %s: check ANTHROPIC_API_KEY, the model "
-                    "name and the account; answering extractively until fixed",
+                    "Claude refused the request (%s) for model %s: check %s. Answers are extractive "
+                    "(degraded) until this is fixed",
                     failure.kind,
                     model,
+                    _FATAL_STATUSES.get(failure.status or 0, "ANTHROPIC_API_KEY and the model names"),
                 )
                 break
             log.warning("Claude attempt %d on %s failed (%s)", attempt + 1, model, failure.kind)
@@ -159,11 +180,11 @@ class Answerer:
         # The API rejects a prefill that ends in whitespace; the client already has that whitespace.
         prefill = partial.rstrip()
         trailing_space = prefill != partial
+        if prefill:
+            messages = [*messages, {"role": "assistant", "content": prefill}]
         first = True
         try:
-            async for delta in self._claude(
-                model, system, [*messages, {"role": "assistant", "content": prefill}], meta
-            ):
+            async for delta in self._claude(model, system, messages, meta):
                 if first and trailing_space:
                     delta = delta.lstrip()
                     if not delta:
@@ -184,16 +205,27 @@ class Answerer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.upstream_total_timeout
         meta.upstream_attempts += 1
+        sent = time.perf_counter()
+        first = True
         # The producer task that drives this generator does no other awaiting between items, so the
         # timeout scope cannot fire outside this generator's own awaits.
         async with asyncio.timeout(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:
-            async with self.client.messages.stream(
-                model=model, max_tokens=s.max_output_tokens, system=system, messages=messages
-            ) as stream:
+            async with (
+                self._in_flight(),
+                self.client.messages.stream(
+                    model=model, max_tokens=s.max_output_tokens, system=system, messages=messages
+                ) as stream,
+            ):
                 output_tokens = 0
+                headers = time.perf_counter()
+                meta.timing.setdefault("upstream_connect", (headers - sent) * 1000)
                 try:
                     async for event in stream:
                         if event.type == "text" and event.text:
+                            if first:
+                                first = False
+                                waited = (time.perf_counter() - headers) * 1000
+                                meta.timing.setdefault("upstream_first_token", waited)
                             scope.reschedule(min(loop.time() + s.upstream_idle_timeout, deadline))
                             output_tokens += 1  # an estimate until message_delta reports the real count
                             yield event.text
@@ -225,3 +257,17 @@ def make_client(settings: Settings) -> Any | None:
             read=settings.upstream_idle_timeout,
         ),
     )
+
+
+class OverBudgetAnswerer(Answerer):
+    """The extractive answer, once the daily token budget is spent (a fallback, so `degraded`)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        super().__init__(settings, None, metrics)
+
+    async def answer(
+        self, request: ChatRequest, passages: list[Passage], member: Member | None, meta: AnswerMeta
+    ) -> AsyncIterator[str]:
+        meta.degraded = True
+        async for piece in super().answer(request, passages, member, meta):
+            yield piece

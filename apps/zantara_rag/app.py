@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import fastapi.routing
 from fastapi import FastAPI, Request
@@ -16,13 +17,23 @@ from . import __version__
 from .errors import ZantaraError
 from .events import error_body
 from .middleware import OriginGate, StreamHeaders
-from .routes import chat, health
+from .request_log import RequestLog
+from .routes import chat, health, metrics
 from .services import build_services, ingest_sample_if_empty
 from .settings import PACKAGE_DIR, Settings
 
 log = logging.getLogger(__name__)
 
-SSE_TEST_PAGE = PACKAGE_DIR.parents[1] / "SSE_TEST.html"
+SSE_TEST_NAME = "SSE_TEST.html"
+
+
+def sse_test_page() -> Path | None:
+    """The test page: in the working directory (the image's WORKDIR, where the Dockerfile copies it), else at
+    the root of a source checkout. An installed package has no source tree around it."""
+    for candidate in (Path.cwd() / SSE_TEST_NAME, PACKAGE_DIR.parents[1] / SSE_TEST_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,16 +66,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(chat.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
 
     @app.get("/sse-test", include_in_schema=False)
-    async def sse_test_page() -> Response:
-        if not SSE_TEST_PAGE.is_file():
+    async def sse_test() -> Response:
+        page = sse_test_page()
+        if page is None:
             return JSONResponse(error_body("not_found", "The test page is not installed."), status_code=404)
-        return FileResponse(SSE_TEST_PAGE, media_type="text/html; charset=utf-8")
+        return FileResponse(page, media_type="text/html; charset=utf-8")
 
     @app.exception_handler(ZantaraError)
     async def zantara_error(request: Request, exc: ZantaraError) -> Response:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        extra = {"retryAfter": exc.retry_after} if exc.retry_after is not None else {}
+        return JSONResponse(
+            error_body(exc.code, exc.message, **extra), status_code=exc.status, headers=exc.response_headers()
+        )
 
     @app.exception_handler(chat.NoContent)
     async def no_content(request: Request, exc: chat.NoContent) -> Response:
@@ -92,4 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(OriginGate, allowed=settings.allowed_origins)
+    # Outermost of all, so that every response (a refusal too) carries the request id and is logged.
+    app.add_middleware(RequestLog, trust_proxy_headers=settings.trust_proxy_headers)
     return app

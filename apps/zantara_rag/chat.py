@@ -7,8 +7,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import unquote_to_bytes
 
-from .errors import InvalidEmail, InvalidHistory, InvalidQuery, QueryTooLong
+from .errors import InvalidEmail, InvalidHistory, InvalidQuery, QueryTooLong, UrlTooLong
 from .events import clean_text
 from .settings import Settings
 
@@ -34,6 +35,22 @@ def sanitize(text: str) -> str:
     """Drop control characters (keeping newlines and tabs) and replace lone surrogates."""
     text = clean_text(text)
     return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in {"Cc", "Cs"})
+
+
+def check_request_target(raw_path: bytes, query_string: bytes, max_url_bytes: int) -> None:
+    """Refuse what Starlette would silently repair: an over-long URL, and %-escapes that are not UTF-8.
+
+    Starlette decodes the query string with replacement characters, so `query=%FF%FE` would arrive as
+    "\ufffd\ufffd"; only the raw bytes tell a broken client from a question.
+    """
+    if len(raw_path) + 1 + len(query_string) > max_url_bytes:
+        raise UrlTooLong()
+    for pair in query_string.split(b"&"):
+        for part in pair.split(b"=", 1):
+            try:
+                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidQuery("The question could not be read: it is not valid UTF-8 text.") from None
 
 
 def parse_chat(

@@ -29,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the HTTP service (ingests the sample set on first start)")
     serve.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 8000)")
-    serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy")
     serve.add_argument(
-        "--forwarded-allow-ips", default=None, help="proxy addresses to trust ('*' behind Fly)"
+        "--proxy-headers",
+        action="store_true",
+        help="take the client address from X-Forwarded-For (not behind Fly: see docs/security.md)",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips", default=None, help="proxy addresses whose X-Forwarded-For to trust"
     )
 
     ing = sub.add_parser("ingest", help="index knowledge files (markdown, text, HTML, PDF)")
@@ -86,7 +90,12 @@ def _ingest(args: argparse.Namespace) -> int:
     except EmbeddingModelMismatch as exc:
         print(f"zantara-rag ingest: {exc.message}", file=sys.stderr)
         return 2
-    embedder = Embedder(settings.embedding_model, settings.embedding_device)
+    embedder = Embedder(
+        settings.embedding_model,
+        settings.embedding_device,
+        backend=settings.embedding_backend,
+        cache_dir=settings.embedding_cache_dir,
+    )
     report = ingest(
         paths,
         store,
@@ -101,22 +110,18 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    try:
-        from .auth import mint_token, parse_ttl
-    except ImportError:
-        print("zantara-rag token: authentication is not available in this build", file=sys.stderr)
-        return 2
+    from .auth import mint_token, parse_ttl
+
     settings = load_settings()
-    if settings_secret(settings) is None:
+    if settings.auth_secret is None:
         print("zantara-rag token: set AUTH_SECRET first", file=sys.stderr)
         return 2
-    print(mint_token(settings, args.sub, parse_ttl(args.ttl)))
+    try:
+        print(mint_token(settings, args.sub, parse_ttl(args.ttl)))
+    except ValueError as exc:
+        print(f"zantara-rag token: {exc}", file=sys.stderr)
+        return 2
     return 0
-
-
-def settings_secret(settings: Settings) -> str | None:
-    secret = getattr(settings, "auth_secret", None)
-    return secret.get_secret_value() if secret is not None else None
 
 
 if __name__ == "__main__":

@@ -12,11 +12,18 @@ class ZantaraError(Exception):
     code = "internal_error"
     status = 500
     message = "Sorry, something went wrong on our side. Please try again."
+    retry_after: int | None = None  # seconds; sent as `Retry-After` and `retryAfter` when known
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
         if message is not None:
             self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
         super().__init__(self.message)
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers of the non-streaming error response."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class InvalidRequest(ZantaraError):
@@ -36,6 +43,33 @@ class QueryTooLong(InvalidRequest):
 
 class InvalidHistory(InvalidRequest):
     code = "invalid_history"
+
+
+class UrlTooLong(InvalidRequest):
+    code = "url_too_long"
+    status = 414
+    message = "This request is too long. Please start a new conversation or ask a shorter question."
+
+
+class Unauthorized(ZantaraError):
+    code = "unauthorized"
+    status = 401
+    message = "Please sign in again: your access token is missing, invalid or expired."
+
+    def response_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class RateLimited(ZantaraError):
+    code = "rate_limited"
+    status = 429
+    message = "You are asking questions faster than Zantara can answer. Please wait a moment and ask again."
+
+
+class BudgetExhausted(ZantaraError):
+    code = "budget_exhausted"
+    status = 429
+    message = "Zantara has answered as many questions as it can today. Please try again tomorrow."
 
 
 class InvalidEmail(InvalidRequest):

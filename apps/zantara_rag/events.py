@@ -7,6 +7,7 @@ existing clients depend on that byte for byte. Add optional keys only; never ren
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -18,12 +19,16 @@ def now() -> float:
     return round(time.time(), 3)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean_text(text: str) -> str:
-    """Replace lone surrogates (which cannot be encoded as UTF-8) with U+FFFD."""
+    """Replace each lone surrogate (which cannot be encoded as UTF-8) with one U+FFFD."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        # In a Python str a valid pair is already one code point, so any surrogate left is lone.
+        return _SURROGATE.sub("\ufffd", text)
     return text
 
 
@@ -76,6 +81,8 @@ class DoneEvent(_Event):
     model: str | None = None
     degraded: bool | None = None
     usage: Usage | None = None
+    # Only with TIMING_HEADERS=true (benchmarks): milliseconds spent in each stage of the producer.
+    timing: dict[str, float] | None = None
 
 
 class ErrorEvent(_Event):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .streams import Stream
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _TRACEBACK = "Traceback (most recent call last):"
@@ -35,7 +43,7 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update(fields)
+            entry.update({k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()})
         if record.exc_info and record.exc_info[0] is not None:
             # The type names the failure; the text and traceback may carry user data or secrets.
             entry["exc_type"] = record.exc_info[0].__name__
@@ -52,6 +60,47 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     # Chatty third parties: their INFO lines are not ours to ship.
-    for name in ("httpx", "httpx2", "chromadb", "sentence_transformers", "urllib3"):
+    # The SDK's DEBUG lines carry request bodies (the question): WARNING even with LOG_LEVEL=debug.
+    for name in ("httpx", "httpx2", "chromadb", "sentence_transformers", "urllib3", "anthropic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime
+
+
+class EmailHasher:
+    """A keyed hash (HMAC-SHA256) of an e-mail address: the same user correlates across lines, the address
+    never appears. The key is `LOG_HASH_KEY`, or random per process (hashes then change at each restart)."""
+
+    def __init__(self, key: SecretStr | None) -> None:
+        self._key = key.get_secret_value().encode() if key is not None else secrets.token_bytes(32)
+
+    def __call__(self, email: str) -> str:
+        return hmac.new(self._key, email.strip().lower().encode(), hashlib.sha256).hexdigest()[:24]
+
+
+stream_log = logging.getLogger("zantara_rag.streams")
+
+
+def log_stream_end(stream: Stream) -> None:
+    """One line per finished stream: what an operator needs to follow an answer, nothing a user typed."""
+    from .answer import AnswerMeta
+
+    fields: dict[str, Any] = {"stream_id": stream.id, **stream.log_fields, "outcome": stream.outcome}
+    meta = stream.meta
+    if isinstance(meta, AnswerMeta):
+        fields.update(model=meta.model, degraded=meta.degraded)
+    fields["text_chunks"] = stream.text_chunks
+    first = stream.first_text_at
+    fields["time_to_first_chunk_ms"] = None if first is None else round((first - stream.received) * 1000, 1)
+    end = stream.finished_at if stream.finished_at is not None else time.monotonic()
+    fields["duration_ms"] = round((end - stream.received) * 1000, 1)
+    if isinstance(meta, AnswerMeta) and meta.upstream_attempts:
+        fields.update(
+            input_tokens=meta.input_tokens,
+            output_tokens=meta.output_tokens,
+            cache_read_tokens=meta.cache_read_tokens,
+            upstream_attempts=meta.upstream_attempts,
+        )
+    fields["resumes"] = stream.resumes
+    if stream.cancelled_by_disconnect:
+        fields["reader_left"] = True
+    stream_log.info("stream end", extra={"fields": fields})

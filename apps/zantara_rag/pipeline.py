@@ -12,8 +12,9 @@ import time
 
 from .answer import Answerer, AnswerMeta
 from .chat import ChatRequest
-from .errors import ShuttingDown, ZantaraError
+from .errors import ShuttingDown, StreamExpired, ZantaraError
 from .events import DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
+from .metrics import Metrics
 from .retrieval import Passage
 from .streams import Stream
 from .team import Member
@@ -39,16 +40,26 @@ async def produce(
     member: Member | None,
     *,
     draining: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     started = time.perf_counter()
     meta = AnswerMeta()
+    meta.timing["queue"] = (time.monotonic() - stream.created) * 1000
+    stream.meta = meta  # read by the end-of-stream hook, which runs inside the terminal append
     count = 0
+    if metrics is not None:
+        metrics.streams_active.inc()
     try:
         async for delta in answerer.answer(request, passages, member, meta):
             if not delta:
                 continue
             count += 1
             stream.append(TextEvent(text=clean_text(delta), sequence_number=count, timestamp=now()).to_json())
+            stream.text_chunks = count
+            if count == 1:
+                stream.first_text_at = time.monotonic()
+            if metrics is not None:
+                metrics.text_chunk(stream)
         stream.append(SourcesEvent(sources=[p.source() for p in passages]).to_json())
         done = DoneEvent(
             sequence_number=count,
@@ -63,19 +74,24 @@ async def produce(
             )
             if meta.upstream_attempts
             else None,
+            timing={k: round(v, 3) for k, v in meta.timing.items()}
+            if answerer.settings.timing_headers
+            else None,
         )
         stream.append(done.to_json(), terminal=True, outcome="degraded" if meta.degraded else "done")
     except ZantaraError as exc:
         stream.append(error_json(exc, count), terminal=True, outcome=exc.code)
     except asyncio.CancelledError:
-        # Cancelled by the drain at shutdown (readers are told) or because every reader left (nobody to tell).
-        if draining is not None and draining.is_set():
-            stream.append(error_json(ShuttingDown(), count), terminal=True, outcome="shutting_down")
+        # Every reader left and none came back within the grace window: a late resume replays what was
+        # generated, then learns the rest is gone. Otherwise it is the shutdown (readers are told).
+        if stream.cancelled_by_disconnect:
+            stream.append(error_json(StreamExpired(), count), terminal=True, outcome="cancelled")
         else:
-            stream.append(error_json(ZantaraError(), count), terminal=True, outcome="cancelled")
+            stream.append(error_json(ShuttingDown(), count), terminal=True, outcome="shutting_down")
         raise
     except Exception as exc:
         log.error("answer %s failed unexpectedly (%s)", stream.id, type(exc).__name__)
         stream.append(error_json(ZantaraError(), count), terminal=True, outcome="internal_error")
     finally:
-        stream.meta = meta
+        if metrics is not None:
+            metrics.streams_active.dec()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -27,16 +28,28 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         services = getattr(getattr(self.config.app, "state", None), "services", None)
-        if self._drain_task is not None or services is None or not self.started:
+        if self._draining or services is None or not self.started or self._loop is None:
             super().handle_exit(sig, frame)  # second signal, or not serving yet: exit now
-            if self._drain_task is not None and sig == signal.SIGINT:
+            if self._draining and sig == signal.SIGINT:
                 self.force_exit = True
             return
-        self._drain_task = asyncio.get_event_loop().create_task(self._drain(services))
+        self._draining = True
+        # This runs in a signal handler, between two bytecodes of whatever the loop was doing: hand the
+        # drain over to the loop the thread-safe way (it also wakes the loop's selector).
+        self._loop.call_soon_threadsafe(self._start_drain, services)
+
+    def _start_drain(self, services: object) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain(services))
 
     async def _drain(self, services: object) -> None:
         from .services import Services
@@ -52,7 +65,11 @@ class DrainingServer(uvicorn.Server):
         if left:
             log.info("drain window over: ending %d streams with shutting_down", len(left))
             await hub.close(wait_seconds=2.0)
-            await asyncio.sleep(0.3)  # let readers flush the terminal event
+            # Readers leave once their terminal event is handed to the connection; a client that stopped
+            # reading is left to uvicorn's own graceful timeout.
+            flushed = asyncio.get_running_loop().time() + 2.0
+            while any(s.readers for s in left) and asyncio.get_running_loop().time() < flushed:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         self.should_exit = True
 
 
@@ -69,5 +86,9 @@ def run(settings: Settings, *, proxy_headers: bool = False, forwarded_allow_ips:
         access_log=False,
         timeout_graceful_shutdown=3,
         lifespan="on",
+        # h11, not httptools (which uvicorn[standard] installs and "auto" would pick): only h11 bounds the
+        # request line plus headers, and a bigger head gets a clean 400 instead of buffering without end.
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_request_head_bytes,
     )
     DrainingServer(config, settings).run()

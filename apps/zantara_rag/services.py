@@ -10,13 +10,16 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from .admission import Admission
 from .answer import Answerer, make_client
 from .embedder import Embedder
 from .ingest import ingest
+from .logs import EmailHasher, log_stream_end
+from .metrics import Metrics
 from .retrieval import Retriever
 from .settings import Settings
 from .store import VectorStore, connect
-from .streams import StreamHub, new_machine_id
+from .streams import Stream, StreamHub, new_machine_id
 from .team import TeamDirectory
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,13 @@ class Services:
     hub: StreamHub
     team: TeamDirectory
     client: Any | None
+    admission: Admission
     ingesting: bool = False
     ingest_error: str | None = None
     drain_event: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
+    metrics: Metrics = field(default_factory=Metrics)
+    email_hash: EmailHasher = field(default_factory=lambda: EmailHasher(None))
 
     @property
     def draining(self) -> bool:
@@ -53,20 +59,35 @@ async def build_services(settings: Settings) -> Services:
     # The store first: a collection built by another model is refused before seconds go into loading one.
     client = await asyncio.to_thread(connect, settings)
     store = await asyncio.to_thread(VectorStore, client, settings.chroma_collection, settings.embedding_model)
-    embedder = await asyncio.to_thread(Embedder, settings.embedding_model, settings.embedding_device)
+    embedder = await asyncio.to_thread(
+        lambda: Embedder(
+            settings.embedding_model,
+            settings.embedding_device,
+            backend=settings.embedding_backend,
+            cache_dir=settings.embedding_cache_dir,
+        )
+    )
     answer_client = make_client(settings)
     if answer_client is None:
         log.warning(
             "ANTHROPIC_API_KEY is not set: answers are extractive summaries of the retrieved passages "
             "(labelled as such), not written by Claude"
         )
+    metrics = Metrics()
+
+    def finished(stream: Stream) -> None:
+        metrics.stream_finished(stream)
+        log_stream_end(stream)
+
     hub = StreamHub(
         new_machine_id(settings.fly_machine_id),
+        on_finish=finished,
         grace_seconds=settings.resume_grace_seconds,
         ttl_seconds=settings.resume_ttl_seconds,
         max_streams=settings.resume_max_streams,
         max_events=settings.resume_max_events,
         max_bytes=settings.resume_max_bytes,
+        max_lag=settings.slow_client_max_lag_events,
     )
     return Services(
         settings=settings,
@@ -75,10 +96,13 @@ async def build_services(settings: Settings) -> Services:
         retriever=Retriever(
             embedder, store, settings.retrieval_top_k, settings.sources_top_k, settings.min_similarity
         ),
-        answerer=Answerer(settings, answer_client),
+        answerer=Answerer(settings, answer_client, metrics),
         hub=hub,
         team=TeamDirectory.load(settings.team_directory),
         client=answer_client,
+        metrics=metrics,
+        email_hash=EmailHasher(settings.log_hash_key),
+        admission=Admission.from_settings(settings, on_refusal=metrics.rate_limited),
     )
 
 

@@ -23,6 +23,9 @@ DEFAULT_ORIGINS = (
     "http://127.0.0.1:3000",
     "http://127.0.0.1:5173",
 )
+# HS256 keys shorter than the hash output weaken the signature (RFC 7518, section 3.2).
+MIN_SECRET_BYTES = 32
+_STORAGE_URI_RE = re.compile(r"^(async\+)?(memory|redis|rediss|valkey|valkeys)://")
 _ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$")
 
 
@@ -52,6 +55,8 @@ class Settings(BaseSettings):
     # --- embeddings and the vector store
     embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, min_length=1)
     embedding_device: str = "cpu"
+    embedding_backend: Literal["auto", "onnx", "torch"] = "auto"
+    embedding_cache_dir: Path | None = None
     chroma_path: Path = Path("data/chroma")
     chroma_url: AnyHttpUrl | None = None
     chroma_collection: str = "zantara-kb"
@@ -61,7 +66,7 @@ class Settings(BaseSettings):
     # --- retrieval
     retrieval_top_k: int = Field(6, ge=1, le=50)
     sources_top_k: int = Field(3, ge=1, le=20)
-    min_similarity: float = Field(0.25, ge=0.0, le=1.0)
+    min_similarity: float = Field(0.3, ge=0.0, le=1.0)
     chunk_max_chars: int = Field(1200, ge=200, le=8000)
     chunk_overlap_chars: int = Field(150, ge=0, le=2000)
 
@@ -92,6 +97,23 @@ class Settings(BaseSettings):
 
     # --- observability
     metrics_token: SecretStr | None = None
+    timing_headers: bool = False
+    # Unset: a random key per process (user hashes in logs then change at each restart).
+    log_hash_key: SecretStr | None = None
+
+    # --- abuse protection and authentication (docs/security.md)
+    auth_secret: SecretStr | None = None
+    auth_secret_previous: SecretStr | None = None
+    trust_proxy_headers: bool = False
+    rate_limit_per_minute: int = Field(20, ge=0, le=100_000)
+    max_streams_per_client: int = Field(3, ge=0, le=100_000)
+    max_concurrent_streams: int = Field(500, ge=0, le=1_000_000)
+    rate_limit_storage_uri: SecretStr | None = None
+    daily_token_budget: int = Field(5_000_000, ge=0, le=10**12)
+    daily_token_budget_per_client: int = Field(500_000, ge=0, le=10**12)
+    budget_exhausted_mode: Literal["extractive", "error"] = "extractive"
+    max_url_bytes: int = Field(131_072, ge=1024, le=8_000_000)
+    max_request_head_bytes: int = Field(196_608, ge=4096, le=16_000_000)
 
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
@@ -125,12 +147,36 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is not a readable file")
         return value
 
+    @field_validator("auth_secret", "auth_secret_previous")
+    @classmethod
+    def _check_auth_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (generate one with `openssl rand -hex 32`)"
+            )
+        return value
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _check_storage_uri(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _STORAGE_URI_RE.match(value.get_secret_value()):
+            # The value may hold a password: the message does not repeat it.
+            raise ValueError("must be memory:// or a redis://, rediss:// or valkey:// URI")
+        return value
+
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
         if self.chunk_overlap_chars >= self.chunk_max_chars:
             raise ValueError("CHUNK_OVERLAP_CHARS must be smaller than CHUNK_MAX_CHARS")
         if self.sources_top_k > self.retrieval_top_k:
             raise ValueError("SOURCES_TOP_K must not exceed RETRIEVAL_TOP_K")
+        if self.auth_secret_previous is not None and self.auth_secret is None:
+            raise ValueError("AUTH_SECRET_PREVIOUS needs AUTH_SECRET (the new secret)")
+        if self.slow_client_max_lag_events >= self.resume_max_events:
+            # A dropped reader resumes from the replay buffer: it must still hold where the reader was.
+            raise ValueError("SLOW_CLIENT_MAX_LAG_EVENTS must be below RESUME_MAX_EVENTS")
+        if self.max_url_bytes >= self.max_request_head_bytes:
+            raise ValueError("MAX_URL_BYTES must be below MAX_REQUEST_HEAD_BYTES (which holds the URL)")
         return self
 
     @cached_property

@@ -43,6 +43,28 @@ class EventId:
         return cls(match["stream"], match["machine"], int(match["n"]))
 
 
+# A reader too far behind is dropped only if it also took nothing for this long: one that is still
+# draining (a burst it has not caught up with yet, a slow but live connection) is left alone.
+STUCK_SECONDS = 1.0
+
+
+class Reader:
+    """One response following a stream: the last position it was handed, and whether it was dropped."""
+
+    __slots__ = ("attached", "dropped", "moved_at", "position", "slack")
+
+    def __init__(self, position: int, slack: int) -> None:
+        self.position = position
+        # How far behind the newest event it may fall before it counts as slow.
+        self.slack = slack
+        self.moved_at = time.monotonic()
+        self.dropped = False
+        self.attached = True
+
+    def stuck(self, last_position: int, now: float) -> bool:
+        return last_position - self.position > self.slack and now - self.moved_at > STUCK_SECONDS
+
+
 class Stream:
     """One answer's events, in order, with a bounded replay buffer."""
 
@@ -58,12 +80,21 @@ class Stream:
         self.finished = False
         self.outcome: str | None = None
         self.readers = 0
+        self._followers: list[Reader] = []
+        self.on_reader_dropped: Callable[[Stream, Reader], None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.created = time.monotonic()
         self.finished_at: float | None = None
+        self.delivered = False  # a reader was handed the terminal event
         self.resumes = 0
         self.cancelled_by_disconnect = False
         self.meta: object | None = None  # the producer's AnswerMeta, for logs and metrics
+        # For the end-of-stream log line and metrics (monotonic clock, like `created`).
+        self.received = self.created
+        self.first_text_at: float | None = None
+        self.text_chunks = 0
+        self.log_fields: dict[str, object] = {}
+        self.on_finish: Callable[[Stream], None] | None = None
         self._changed = asyncio.Event()
         self._grace: asyncio.TimerHandle | None = None
 
@@ -75,19 +106,24 @@ class Stream:
     def last_position(self) -> int:
         return self.next_position - 1
 
+    @property
+    def awaiting_resume(self) -> bool:
+        """Every reader left and generation goes on through the grace window."""
+        return self._grace is not None
+
     def append(self, data: str, *, terminal: bool = False, outcome: str | None = None) -> None:
         """Add one encoded event; evict the oldest beyond the bounds (a resume from there will expire)."""
         if self.finished:
             return
         self._events.append(data)
-        self._bytes += len(data)
+        self._bytes += len(data.encode())
         self.next_position += 1
         if len(self._events) > self._max_events or self._bytes > self._max_bytes:
             drop = 0
             while len(self._events) - drop > 1 and (
                 len(self._events) - drop > self._max_events or self._bytes > self._max_bytes
             ):
-                self._bytes -= len(self._events[drop])
+                self._bytes -= len(self._events[drop].encode())
                 drop += 1
             del self._events[:drop]
             self._base += drop
@@ -97,31 +133,52 @@ class Stream:
             self.finished_at = time.monotonic()
         self._changed.set()
         self._changed = asyncio.Event()
+        if self._followers:
+            # Checked here, by the producer: a reader stuck in a send (its client stopped reading) is
+            # suspended and cannot notice its own lag.
+            now = time.monotonic()
+            for reader in [r for r in self._followers if not r.dropped and r.stuck(self.last_position, now)]:
+                reader.dropped = True
+                if self.on_reader_dropped is not None:
+                    self.on_reader_dropped(self, reader)
+        if terminal and self.on_finish is not None:
+            try:
+                self.on_finish(self)
+            except Exception as exc:  # bookkeeping must never break a stream
+                log.error("end-of-stream hook failed for %s (%s)", self.id, type(exc).__name__)
 
     def can_replay_from(self, position: int) -> bool:
         """True when every event after `position` is still in the buffer."""
         return position + 1 >= self.first_kept and position <= self.last_position
 
-    async def follow(self, after: int, max_lag: int) -> AsyncIterator[tuple[int, str]]:
-        """Events after `after`, live. Returns when the stream is finished or the reader lags too far."""
-        position = after
-        while True:
+    async def follow(self, reader: Reader) -> AsyncIterator[tuple[int, str]]:
+        """Events after the reader's position, live, until the stream is finished or the reader dropped."""
+        while not reader.dropped:
             changed = self._changed
-            while position < self.last_position:
-                index = position + 1 - self._base
+            while reader.position < self.last_position and not reader.dropped:
+                index = reader.position + 1 - self._base
                 if index < 0:
                     raise LookupError("events evicted")
-                if self.last_position - position > max_lag:
-                    # A reader this far behind holds the buffer hostage; drop it, it can resume.
-                    log.info(
-                        "dropping a slow reader of %s (%d behind)", self.id, self.last_position - position
-                    )
-                    return
-                position += 1
-                yield position, self._events[index]
-            if self.finished:
+                reader.position += 1
+                reader.moved_at = time.monotonic()
+                yield reader.position, self._events[index]
+            if self.finished and reader.position == self.last_position:
+                self.delivered = True
+            if self.finished or reader.dropped:
                 return
             await changed.wait()
+
+    def _add(self, reader: Reader) -> None:
+        self._followers.append(reader)
+        self.readers += 1
+
+    def _remove(self, reader: Reader) -> bool:
+        if not reader.attached:
+            return False
+        reader.attached = False
+        self._followers.remove(reader)
+        self.readers -= 1
+        return True
 
 
 class StreamHub:
@@ -136,7 +193,9 @@ class StreamHub:
         max_streams: int,
         max_events: int,
         max_bytes: int,
+        max_lag: int = 2000,
         on_abandoned: Callable[[Stream], None] | None = None,
+        on_finish: Callable[[Stream], None] | None = None,
     ) -> None:
         self.machine_id = machine_id
         self.grace_seconds = grace_seconds
@@ -144,7 +203,9 @@ class StreamHub:
         self.max_streams = max_streams
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.max_lag = max_lag
         self.on_abandoned = on_abandoned
+        self.on_finish = on_finish
         self._streams: OrderedDict[str, Stream] = OrderedDict()
 
     def __len__(self) -> int:
@@ -154,40 +215,71 @@ class StreamHub:
     def active(self) -> int:
         return sum(1 for s in self._streams.values() if not s.finished)
 
-    def create(self, producer: Callable[[Stream], Coroutine[object, object, None]]) -> Stream:
+    def create(
+        self,
+        producer: Callable[[Stream], Coroutine[object, object, None]],
+        *,
+        received: float | None = None,
+        log_fields: dict[str, object] | None = None,
+    ) -> Stream:
+        """Start an answer. `received` (monotonic) is when its request arrived, for latency metrics."""
         self._sweep()
-        stream = Stream(f"{self.machine_id}-{secrets.token_hex(6)}", self.max_events, self.max_bytes)
+        stream = self._new(received, log_fields)
         self._streams[stream.id] = stream
         stream.task = asyncio.create_task(producer(stream), name=f"answer {stream.id}")
         return stream
 
-    def create_finished(self, data: str, outcome: str) -> Stream:
+    def create_finished(
+        self,
+        data: str,
+        outcome: str,
+        *,
+        received: float | None = None,
+        log_fields: dict[str, object] | None = None,
+    ) -> Stream:
         """A stream of one terminal event (a refusal), kept so a reconnect after it gets 204."""
         self._sweep()
-        stream = Stream(f"{self.machine_id}-{secrets.token_hex(6)}", self.max_events, self.max_bytes)
+        stream = self._new(received, log_fields)
         stream.append(data, terminal=True, outcome=outcome)
         self._streams[stream.id] = stream
+        return stream
+
+    def _new(self, received: float | None, log_fields: dict[str, object] | None) -> Stream:
+        stream = Stream(f"{self.machine_id}-{secrets.token_hex(6)}", self.max_events, self.max_bytes)
+        if received is not None:
+            stream.received = received
+        stream.log_fields = dict(log_fields or {})
+        stream.on_finish = self.on_finish
+        stream.on_reader_dropped = self._drop
         return stream
 
     def get(self, stream_id: str) -> Stream | None:
         self._sweep()
         return self._streams.get(stream_id)
 
-    def attach(self, stream: Stream) -> None:
-        stream.readers += 1
+    def attach(self, stream: Stream, after: int = 0) -> Reader:
+        """A new reader from position `after`; a resume cancels the pending abandonment."""
+        # A resume starts behind by however much it missed; only falling further behind counts as slow.
+        reader = Reader(after, self.max_lag + max(0, stream.last_position - after))
+        stream._add(reader)
         if stream._grace is not None:
             stream._grace.cancel()
             stream._grace = None
+        return reader
 
-    def detach(self, stream: Stream) -> None:
-        """The reader left. Without readers, generation gets the grace window, then is cancelled."""
-        stream.readers -= 1
-        if stream.readers > 0 or stream.finished:
+    def detach(self, stream: Stream, reader: Reader) -> None:
+        """The reader left (or was dropped). Without readers, generation gets the grace window, then stops."""
+        if not stream._remove(reader) or stream.readers > 0 or stream.finished:
             return
         if self.grace_seconds > 0:
             stream._grace = asyncio.get_running_loop().call_later(self.grace_seconds, self._abandon, stream)
         else:
             self._abandon(stream)
+
+    def _drop(self, stream: Stream, reader: Reader) -> None:
+        behind = stream.last_position - reader.position
+        log.info("dropping a slow reader of %s (%d events behind)", stream.id, behind)
+        self.detach(stream, reader)
 
     def _abandon(self, stream: Stream) -> None:
         stream._grace = None
@@ -207,7 +299,10 @@ class StreamHub:
         ]:
             del self._streams[sid]
         if len(self._streams) >= self.max_streams:
-            for sid in [sid for sid, s in self._streams.items() if s.finished]:
+            # Those whose end a reader already has go first: losing one costs a 204, not half an answer.
+            finished = [sid for sid, s in self._streams.items() if s.finished]
+            finished.sort(key=lambda sid: not self._streams[sid].delivered)  # stable: oldest first in each
+            for sid in finished:
                 del self._streams[sid]
                 if len(self._streams) < self.max_streams:
                     break

@@ -9,18 +9,22 @@ same message and code.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from ..chat import parse_chat
+from ..admission import Ticket, client_key
+from ..answer import AnswerMeta, OverBudgetAnswerer
+from ..auth import authenticate
+from ..chat import ChatRequest, check_request_target, parse_chat
 from ..errors import InvalidRequest, ShuttingDown, StreamExpired, ZantaraError
 from ..pipeline import error_json, produce
 from ..services import Services, ServicesDep
-from ..streams import EventId, Stream
+from ..streams import EventId, Reader, Stream
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -42,21 +46,73 @@ class ReplayElsewhere(Exception):
 class Opened:
     stream: Stream
     after: int
+    retry_ms: int | None = None  # the SSE `retry:` hint of a refusal that names a wait
+
+
+class TicketHolder:
+    """The admission ticket of one request, released when the response has ended (or never started)."""
+
+    ticket: Ticket | None = None
+
+    def release(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+            self.ticket = None
+
+
+async def hold_ticket() -> AsyncIterator[TicketHolder]:
+    # A dependency with yield: its exit runs after the whole event stream has been sent, or at a disconnect.
+    holder = TicketHolder()
+    try:
+        yield holder
+    finally:
+        holder.release()
+
+
+def _count_tokens(services: Services, stream: Stream, client: str) -> None:
+    """When the answer ends (done, error or cancelled), its tokens count against the daily budgets."""
+
+    def spend(_: object) -> None:
+        meta = stream.meta
+        if isinstance(meta, AnswerMeta):
+            tokens = meta.input_tokens + meta.cache_read_tokens + meta.output_tokens
+            services.admission.spend_soon(client, tokens)
+
+    if stream.task is not None:
+        stream.task.add_done_callback(spend)
+
+
+def server_timing(**stages: float) -> str:
+    """The `Server-Timing` value (TIMING_HEADERS=true only): milliseconds per stage before the first byte."""
+    return ", ".join(f"{name};dur={ms:.3f}" for name, ms in stages.items())
 
 
 def wants_event_stream(accept: str | None) -> bool:
     return "text/event-stream" in (accept or "").lower()
 
 
-def _rejected(services: Services, error: ZantaraError) -> Opened:
+def _log_fields(request: Request, services: Services, chat: ChatRequest | None = None) -> dict[str, object]:
+    """For the end-of-stream log line: a keyed hash of the e-mail (never the address); the text if asked."""
+    fields: dict[str, object] = {"request_id": getattr(request.state, "request_id", None)}
+    if chat is not None and chat.user_email:
+        fields["user"] = services.email_hash(chat.user_email)
+    if chat is not None and services.settings.log_query_text:
+        fields["query"] = chat.query
+    return fields
+
+
+def _rejected(services: Services, error: ZantaraError, received: float, fields: dict[str, object]) -> Opened:
     """A one-event finished stream, so that a reconnect after the error gets 204 rather than a retry loop."""
-    stream = services.hub.create_finished(error_json(error, 0), outcome=error.code)
-    return Opened(stream, 0)
+    data = error_json(error, 0, retry_after=error.retry_after)
+    stream = services.hub.create_finished(data, outcome=error.code, received=received, log_fields=fields)
+    return Opened(stream, 0, retry_ms=error.retry_after * 1000 if error.retry_after is not None else None)
 
 
 async def open_stream(
     request: Request,
+    response: Response,
     services: ServicesDep,
+    holder: Annotated[TicketHolder, Depends(hold_ticket)],
     query: Annotated[str | None, Query(description="The user's question.")] = None,
     user_email: Annotated[
         str | None, Query(description="Optional; personalises answers for team members.")
@@ -64,31 +120,67 @@ async def open_stream(
     conversation_history: Annotated[
         str | None, Query(description='JSON array of {"role": "user"|"assistant", "content": str}.')
     ] = None,
+    access_token: Annotated[
+        str | None, Query(description="Access token for EventSource clients, when the server requires one.")
+    ] = None,
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
+    authorization: Annotated[str | None, Header(description="`Bearer <token>`, when required.")] = None,
 ) -> Opened:
+    received = time.monotonic()
     in_band = wants_event_stream(accept)
+    settings = services.settings
     try:
+        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        check_request_target(raw_path, request.scope["query_string"], settings.max_url_bytes)
+        principal = authenticate(settings, authorization, access_token)
+        client = client_key(request.scope, settings.trust_proxy_headers)
         if last_event_id is not None and last_event_id.strip():
+            holder.ticket = await services.admission.admit(client, new_question=False)
             return _resume(services, request, last_event_id)
         if services.draining:
             raise ShuttingDown()
-        chat = parse_chat(query, user_email, conversation_history, services.settings)
+        chat = parse_chat(query, user_email, conversation_history, settings)
+        if principal is not None:
+            chat = replace(chat, user_email=principal.subject)  # the token, not a parameter, says who asks
+        validated = time.monotonic()
+        holder.ticket = ticket = await services.admission.admit(client, new_question=True)
+        admitted = time.monotonic()
         retrieval = await services.retriever.retrieve(chat.query)
+        services.metrics.retrieved(retrieval)
+        if settings.timing_headers:
+            response.headers["Server-Timing"] = server_timing(
+                validate=(validated - received) * 1000,
+                admit=(admitted - validated) * 1000,
+                embed=retrieval.embed_ms,
+                search=retrieval.search_ms,
+                retrieve=(time.monotonic() - admitted) * 1000,
+            )
     except (NoContent, ReplayElsewhere):
         raise
     except ZantaraError as exc:
+        holder.release()
         if exc.__cause__ is not None:
             log.error("retrieval failed (%s)", type(exc.__cause__).__name__)
         if in_band:
-            return _rejected(services, exc)
+            return _rejected(services, exc, received, _log_fields(request, services))
         raise
     member = services.team.find(chat.user_email)
+    answerer = OverBudgetAnswerer(settings, services.metrics) if ticket.over_budget else services.answerer
     stream = services.hub.create(
         lambda s: produce(
-            s, services.answerer, chat, retrieval.passages, member, draining=services.drain_event
-        )
+            s,
+            answerer,
+            chat,
+            retrieval.passages,
+            member,
+            draining=services.drain_event,
+            metrics=services.metrics,
+        ),
+        received=received,
+        log_fields=_log_fields(request, services, chat),
     )
+    _count_tokens(services, stream, client)
     return Opened(stream, 0)
 
 
@@ -110,7 +202,34 @@ def _resume(services: Services, request: Request, raw: str) -> Opened:
     if not stream.can_replay_from(event_id.position):
         raise StreamExpired()
     stream.resumes += 1
+    services.metrics.stream_resumes_total.inc()
     return Opened(stream, event_id.position)
+
+
+@dataclass
+class Following:
+    stream: Stream
+    reader: Reader
+    retry_ms: int | None = None
+
+
+async def follow_stream(
+    opened: Annotated[Opened, Depends(open_stream)], services: ServicesDep
+) -> AsyncIterator[Following]:
+    """The response's place among the stream's readers, for exactly as long as the response lives.
+
+    A dependency rather than the generator's `finally`: FastAPI does not close the generator when the
+    client leaves while it is suspended at a `yield` (it is finalized later, by the garbage collector),
+    and the reader must leave at once so that the upstream request is cancelled on time.
+    """
+    hub = services.hub
+    reader = hub.attach(opened.stream, opened.after)
+    services.metrics.stream_readers.inc()
+    try:
+        yield Following(opened.stream, reader, opened.retry_ms)
+    finally:
+        services.metrics.stream_readers.dec()
+        hub.detach(opened.stream, reader)
 
 
 @router.get(
@@ -120,23 +239,24 @@ def _resume(services: Services, request: Request, raw: str) -> Opened:
     responses={
         204: {"description": "Reconnect to a stream whose terminal event the client already has."},
         400: {"description": "Invalid input (non-SSE clients only; SSE clients get an in-band error)."},
+        401: {"description": "Authentication required and the token is missing, invalid or expired."},
         403: {"description": "Origin not allowed."},
         413: {"description": "Query too long (non-SSE clients)."},
+        414: {"description": "URL longer than MAX_URL_BYTES (non-SSE clients)."},
+        429: {"description": "Rate limited or daily budget spent; `Retry-After` says when to ask again."},
         503: {"description": "Retrieval unavailable or shutting down (non-SSE clients)."},
     },
 )
 async def chat_stream(
-    opened: Annotated[Opened, Depends(open_stream)], services: ServicesDep
+    following: Annotated[Following, Depends(follow_stream)],
 ) -> AsyncIterator[ServerSentEvent]:
-    stream, hub = opened.stream, services.hub
-    hub.attach(stream)
+    stream = following.stream
     try:
-        async for position, data in stream.follow(opened.after, services.settings.slow_client_max_lag_events):
-            yield ServerSentEvent(raw_data=data, id=f"{stream.id}:{position}")
+        # A dropped (slow) reader's body ends without a terminal event: EventSource resumes from its id.
+        async for position, data in stream.follow(following.reader):
+            yield ServerSentEvent(raw_data=data, id=f"{stream.id}:{position}", retry=following.retry_ms)
     except LookupError:
         yield ServerSentEvent(raw_data=error_json(StreamExpired(), 0))
-    finally:
-        hub.detach(stream)
 
 
 __all__ = ["InvalidRequest", "NoContent", "ReplayElsewhere", "router"]

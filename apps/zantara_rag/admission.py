@@ -1,0 +1,223 @@
+"""Who is asking, and whether to serve them: rate and stream limits per client, a cap on all open streams,
+and daily token budgets.
+
+The client is the TCP peer, or `Fly-Client-IP` when `TRUST_PROXY_HEADERS` is on (Fly's proxy overwrites
+that header; `X-Forwarded-For` is never read, because a client writes its leftmost entries). IPv6 clients
+are keyed by their /64, which one subscriber usually holds whole.
+
+Time windows (questions per minute, tokens per day) are kept by the `limits` library: in this process by
+default, in Redis when `RATE_LIMIT_STORAGE_URI` names one, so that several machines share them. Open
+streams are counted in this process: a stream lives on the machine that serves it. If the window store
+fails, requests are let through (and the failure logged): an outage of Redis must not stop every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
+from limits.aio.storage import Storage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.errors import ConfigurationError
+from limits.storage import storage_from_string
+from starlette.types import Scope
+
+from .errors import BudgetExhausted, RateLimited, ZantaraError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A stream slot frees up when an answer ends; most answers take a few seconds to a few tens of seconds.
+STREAM_RETRY_AFTER = 5
+_ALL = "*"  # the key of the global budget: not an address, so no client can share it
+
+
+def client_key(scope: Scope, trust_proxy_headers: bool) -> str:
+    """The address limits are kept for: `Fly-Client-IP` behind Fly's proxy, else the TCP peer."""
+    if trust_proxy_headers:
+        values = [v for k, v in scope["headers"] if k == b"fly-client-ip"]
+        if len(values) == 1:
+            key = _address_key(values[0].decode("latin-1").strip())
+            if key is not None:
+                return key
+    peer = scope.get("client")
+    host = peer[0] if peer else ""
+    return _address_key(host) or host[:64] or "unknown"
+
+
+def _address_key(raw: str) -> str | None:
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+@dataclass
+class Ticket:
+    """An admitted stream: holds a slot until released; `over_budget` means answer without Claude."""
+
+    client: str
+    over_budget: bool = False
+    _admission: Admission | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        if self._admission is not None:
+            self._admission._leave(self.client)
+            self._admission = None
+
+
+class Admission:
+    """The limits of one process: `admit` before a stream opens, `spend` once an answer's tokens are known."""
+
+    def __init__(
+        self, settings: Settings, storage: Storage, on_refusal: Callable[[str], None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.on_refusal = on_refusal  # e.g. the zantara_rate_limited_total{reason} counter
+        self._moving = MovingWindowRateLimiter(storage)
+        self._fixed = FixedWindowRateLimiter(storage)
+        # Questions use a moving window (no double burst at a window's edge). Budgets use a fixed window,
+        # because its hit counts an answer's tokens even when they cross the line; a moving window refuses,
+        # and so forgets, a hit that does not fit.
+        self._per_minute = _item(RateLimitItemPerMinute, settings.rate_limit_per_minute)
+        self._budget = _item(RateLimitItemPerDay, settings.daily_token_budget)
+        self._client_budget = _item(RateLimitItemPerDay, settings.daily_token_budget_per_client)
+        self._open: Counter[str] = Counter()
+        self._spending: set[asyncio.Task[None]] = set()
+        self.open_streams = 0
+        self.refusals: Counter[str] = Counter()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, on_refusal: Callable[[str], None] | None = None) -> Admission:
+        secret = settings.rate_limit_storage_uri
+        uri = secret.get_secret_value() if secret is not None else "memory://"
+        try:
+            storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
+        except ConfigurationError:
+            # The message would repeat the URI, which may hold a password.
+            raise ZantaraError(
+                "RATE_LIMIT_STORAGE_URI cannot be used: for redis:// install the `redis` extra "
+                "(limits[async-redis]); see docs/security.md"
+            ) from None
+        assert isinstance(storage, Storage)
+        return cls(settings, storage, on_refusal)
+
+    async def admit(self, client: str, *, new_question: bool) -> Ticket:
+        """A stream slot for `client`; for a new question also a place in its window and the budget verdict.
+
+        Raises `RateLimited` (too many open streams, of this client or in all; too many questions this
+        minute) or, with `BUDGET_EXHAUSTED_MODE=error`, `BudgetExhausted`. A refused request counts nowhere.
+        """
+        s = self.settings
+        over_budget = new_question and await self._over_budget(client)
+        if over_budget and s.budget_exhausted_mode == "error":
+            self._refuse("budget")
+            raise BudgetExhausted(retry_after=await self._budget_reset(client))
+        if s.max_concurrent_streams and self.open_streams >= s.max_concurrent_streams:
+            self._refuse("server_streams")
+            raise RateLimited(
+                "Zantara is answering as many people as it can right now. Please ask again in a few seconds.",
+                retry_after=STREAM_RETRY_AFTER,
+            )
+        if s.max_streams_per_client and self._open[client] >= s.max_streams_per_client:
+            self._refuse("client_streams")
+            raise RateLimited(
+                "You already have answers in progress. Please wait for one to finish, then ask again.",
+                retry_after=STREAM_RETRY_AFTER,
+            )
+        # The slot is taken before the window is awaited, so concurrent requests cannot all pass the caps.
+        ticket = self._enter(client, over_budget)
+        if new_question and self._per_minute is not None:
+            try:
+                allowed = await self._moving.hit(self._per_minute, "questions", client)
+                if not allowed:
+                    stats = await self._moving.get_window_stats(self._per_minute, "questions", client)
+            except Exception as exc:  # fail open, see the module docstring
+                log.warning("could not read the question rate window (%s)", type(exc).__name__)
+                return ticket
+            if not allowed:
+                ticket.release()
+                self._refuse("client_rate")
+                raise RateLimited(retry_after=_seconds_until(stats.reset_time))
+        return ticket
+
+    async def spend(self, client: str, tokens: int) -> None:
+        """Count an answer's tokens against the daily budgets; past them, questions do not reach Claude."""
+        if tokens <= 0:
+            return
+        try:
+            for item, key in self._budgets(client):
+                await self._fixed.hit(item, "tokens", key, cost=tokens)
+        except Exception as exc:  # fail open, see the module docstring
+            log.warning("could not count %d tokens against the budget (%s)", tokens, type(exc).__name__)
+
+    def spend_soon(self, client: str, tokens: int) -> None:
+        """`spend` from synchronous code (a task's done callback); the task is kept until it ends."""
+        task = asyncio.get_running_loop().create_task(self.spend(client, tokens))
+        self._spending.add(task)
+        task.add_done_callback(self._spending.discard)
+
+    def _budgets(self, client: str) -> list[tuple[RateLimitItem, str]]:
+        pairs = ((self._budget, _ALL), (self._client_budget, client))
+        return [(item, key) for item, key in pairs if item is not None]
+
+    async def _over_budget(self, client: str) -> bool:
+        try:
+            for item, key in self._budgets(client):
+                if not await self._fixed.test(item, "tokens", key):
+                    return True
+        except Exception as exc:  # fail open, see the module docstring
+            log.warning("could not read the token budget (%s)", type(exc).__name__)
+        return False
+
+    async def _budget_reset(self, client: str) -> int:
+        """Seconds until every spent budget of this client has a new window."""
+        try:
+            resets = [
+                (await self._fixed.get_window_stats(item, "tokens", key)).reset_time
+                for item, key in self._budgets(client)
+                if not await self._fixed.test(item, "tokens", key)
+            ]
+        except Exception as exc:  # the window is unknown, not the verdict: say "later today"
+            log.warning("could not read the token budget window (%s)", type(exc).__name__)
+            return 3600
+        return _seconds_until(max(resets, default=time.time()))
+
+    def _enter(self, client: str, over_budget: bool) -> Ticket:
+        self._open[client] += 1
+        self.open_streams += 1
+        return Ticket(client, over_budget, self)
+
+    def _leave(self, client: str) -> None:
+        self.open_streams -= 1
+        self._open[client] -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
+
+    def _refuse(self, reason: str) -> None:
+        self.refusals[reason] += 1
+        if self.on_refusal is not None:
+            self.on_refusal(reason)
+        log.info("refused a request (%s)", reason)
+
+
+def _item(kind: type[RateLimitItem], amount: int) -> RateLimitItem | None:
+    """A window of `amount` per `kind`; 0 turns the limit off."""
+    return kind(amount) if amount else None
+
+
+def _seconds_until(timestamp: float) -> int:
+    return max(1, math.ceil(timestamp - time.time()))

@@ -1,0 +1,99 @@
+"""Optional authentication: short-lived HS256 tokens (PyJWT) signed with `AUTH_SECRET`.
+
+Off unless `AUTH_SECRET` is set. A browser's EventSource cannot send headers, so the token may ride in the
+`access_token` query parameter; fetch clients send `Authorization: Bearer <token>`. Tokens are checked
+against `AUTH_SECRET`, then `AUTH_SECRET_PREVIOUS` (the grace period of a rotation), and signed with
+`AUTH_SECRET` only. A token is never logged and never echoed: every failure is the same `unauthorized`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from .errors import Unauthorized
+from .settings import Settings
+
+ALGORITHM = "HS256"
+MAX_TTL_SECONDS = 30 * 86400
+MAX_TOKEN_CHARS = 4096
+_LEEWAY_SECONDS = 5  # clock skew between the minting machine and this one
+_TTL = re.compile(r"([0-9]{1,9})([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    subject: str
+
+
+def parse_ttl(text: str) -> int:
+    """`90s`, `30m`, `1h`, `2d` as seconds; raises `ValueError` for anything else or beyond 30 days."""
+    match = _TTL.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"{text!r} is not a lifetime like 90s, 30m, 1h or 2d")
+    seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
+    if not 0 < seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"a lifetime must be between 1s and {MAX_TTL_SECONDS // 86400}d")
+    return seconds
+
+
+def mint_token(settings: Settings, sub: str, ttl_seconds: int) -> str:
+    """A token for `sub`, valid for `ttl_seconds`, signed with `AUTH_SECRET`."""
+    if settings.auth_secret is None:
+        raise ValueError("AUTH_SECRET is not set")
+    if not sub.strip():
+        raise ValueError("the subject must not be empty")
+    issued = int(time.time())
+    claims = {"sub": sub.strip(), "iat": issued, "exp": issued + ttl_seconds}
+    return jwt.encode(claims, settings.auth_secret.get_secret_value(), algorithm=ALGORITHM)
+
+
+def verify_token(settings: Settings, token: str) -> Principal:
+    """The principal of a valid, unexpired token signed by a current secret; else `Unauthorized`."""
+    secrets = [s.get_secret_value() for s in (settings.auth_secret, settings.auth_secret_previous) if s]
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized()
+    for secret in secrets:
+        try:
+            claims = jwt.decode(
+                token,
+                secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "iat", "sub"]},
+                leeway=_LEEWAY_SECONDS,
+            )
+        except jwt.InvalidSignatureError:
+            continue  # maybe signed with the other secret
+        except jwt.PyJWTError:
+            raise Unauthorized() from None
+        subject = claims["sub"].strip()
+        if not subject:
+            raise Unauthorized()
+        return Principal(subject)
+    raise Unauthorized()
+
+
+def request_token(authorization: str | None, access_token: str | None) -> str | None:
+    """The token a request carries: the `Authorization: Bearer` header, else the `access_token` parameter."""
+    if authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise Unauthorized()
+        return credentials.strip()
+    return access_token
+
+
+def authenticate(settings: Settings, authorization: str | None, access_token: str | None) -> Principal | None:
+    """None when authentication is off; the principal when a valid token is presented; else `Unauthorized`."""
+    if settings.auth_secret is None:
+        return None
+    token = request_token(authorization, access_token)
+    if token is None:
+        raise Unauthorized()
+    return verify_token(settings, token)

@@ -1,0 +1,103 @@
+"""The benchmark suite, in one command.
+
+    python -m bench --quick          # under 3 minutes: fewer rounds, shorter windows, 500 streams
+    python -m bench                  # the full run (under 15 minutes once the 100k store is cached)
+    python -m bench --only relay,idle
+    python -m bench.report --docs    # re-render summary, plots and docs from the last results
+
+Writes `bench/results/<suite>.json`, `bench/results/summary.md` and the plots, and (full runs, or `--docs`)
+the figures section of docs/performance.md. Everything runs on loopback; each app under test, the fake
+upstream and the load generator are separate processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+from bench import kb, machine, report
+from bench.context import FULL, QUICK, Bench
+
+ORDER = ["embedding", "retrieval", "ingestion", "coldstart", "ttfc", "relay", "idle", "profile"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the short run (< 3 min)")
+    parser.add_argument("--only", default="", help=f"comma-separated suites among {','.join(ORDER)}")
+    parser.add_argument(
+        "--docs", action="store_true", help="update docs/performance.md (default for full runs)"
+    )
+    parser.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    mode = "quick" if args.quick else "full"
+    params: dict[str, Any] = QUICK if args.quick else FULL
+    only = [s for s in args.only.split(",") if s]
+    unknown = set(only) - set(ORDER)
+    if unknown:
+        parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
+    suites = [s for s in ORDER if not only or s in only]
+    if not params["profile"] and "profile" in suites and "profile" not in only:
+        suites.remove("profile")
+    command = "python -m bench" + (
+        "" if argv is None and len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:])
+    )
+    bench = Bench(mode, params, command)
+    load_start = machine.load()
+    bench.log(f"{mode} run: {', '.join(suites)} on {os.cpu_count()} cores ({machine.cpu_model()})")
+
+    bench.log(f"knowledge bases: {params['kb_sizes']} chunks (built once, cached in bench/.cache/kb)")
+    t = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "bench.kb", *map(str, params["kb_sizes"])], check=True, timeout=3600
+    )
+    kb_s = time.monotonic() - t
+    kb_info = {
+        str(s): {k: v for k, v in (kb.built(s) or {}).items() if k != "batches"} for s in params["kb_sizes"]
+    }
+
+    errors: dict[str, str] = {}
+    for name in suites:
+        module = importlib.import_module(f"bench.suites.{name}")
+        started = time.monotonic()
+        try:
+            data = module.run(bench)
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            bench.log(f"{name} FAILED: {errors[name][:2000]}")
+            traceback.print_exc()
+            continue
+        data["duration_s"] = round(time.monotonic() - started, 1)
+        bench.save(name, data)
+        bench.log(f"{name} done in {data['duration_s']} s")
+
+    bench.save(
+        "run",
+        {
+            "suites": suites,
+            "errors": errors,
+            "kb": kb_info,
+            "kb_build_s": round(kb_s, 1),
+            "load_start": load_start,
+            "load_end": machine.load(),
+            "duration_s": round(time.monotonic() - bench.started, 1),
+            "params": params,
+        },
+    )
+    docs = (mode == "full" or args.docs) and not args.no_docs and not only
+    report.write(docs=docs or (args.docs and not args.no_docs))
+    bench.log(f"wrote bench/results/summary.md{' and docs/performance.md' if docs or args.docs else ''}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Optional authentication: signed, expiring tokens (HS256), by header or query parameter, and the CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from pydantic import ValidationError
+
+from tests.fakes.control import FakeAnthropic
+from tests.harness import ROOT, ServerProcess, base_env
+from tests.security import (
+    AUTH_SECRET,
+    AUTH_SECRET_PREVIOUS,
+    MEMBER_EMAIL,
+    MEMBER_NAME,
+    ask_plain,
+    ask_sse,
+)
+from zantara_rag.auth import mint_token, parse_ttl, verify_token
+from zantara_rag.errors import Unauthorized
+from zantara_rag.settings import Settings
+
+SETTINGS = Settings(auth_secret=AUTH_SECRET, auth_secret_previous=AUTH_SECRET_PREVIOUS)
+
+
+def signed(secret: str, sub: str = "someone@example.com", ttl: int = 300, **claims: Any) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl, **claims}, secret, algorithm="HS256")
+
+
+def unsigned(sub: str = "someone@example.com") -> str:
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'sub': sub, 'iat': now, 'exp': now + 300})}."
+
+
+def tampered(token: str) -> str:
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "admin@balizero.com"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+BAD_TOKENS = {
+    "expired": lambda: signed(AUTH_SECRET, ttl=-60),
+    "wrong-secret": lambda: signed("another-secret-of-at-least-32-bytes!!"),
+    "tampered": lambda: tampered(signed(AUTH_SECRET)),
+    "alg-none": unsigned,
+    "no-subject": lambda: jwt.encode({"exp": int(time.time()) + 60, "iat": int(time.time())}, AUTH_SECRET),
+    "no-expiry": lambda: jwt.encode({"sub": "x@example.com", "iat": int(time.time())}, AUTH_SECRET),
+    "garbage": lambda: "not.a.token",
+    "empty": lambda: "",
+}
+
+
+# --- the token itself
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800), (" 1H ", 3600)]
+)
+def test_parse_ttl(text: str, seconds: int) -> None:
+    assert parse_ttl(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1", "h", "1w", "-1h", "0s", "1.5h", "31d", "1h30m", "１h"])
+def test_parse_ttl_refuses_anything_else(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_ttl(text)
+
+
+def test_a_minted_token_carries_subject_and_expiry() -> None:
+    token = mint_token(SETTINGS, "made.wijaya@balizero.com", 3600)
+    claims = jwt.decode(token, AUTH_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "made.wijaya@balizero.com" and claims["exp"] - claims["iat"] == 3600
+    assert verify_token(SETTINGS, token).subject == "made.wijaya@balizero.com"
+
+
+def test_tokens_of_the_previous_secret_stay_valid_during_a_rotation() -> None:
+    assert (
+        verify_token(SETTINGS, signed(AUTH_SECRET_PREVIOUS, sub="old@example.com")).subject
+        == "old@example.com"
+    )
+    after_rotation = Settings(auth_secret=AUTH_SECRET)
+    with pytest.raises(Unauthorized):
+        verify_token(after_rotation, signed(AUTH_SECRET_PREVIOUS))
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+def test_bad_tokens_are_refused(kind: str) -> None:
+    with pytest.raises(Unauthorized):
+        verify_token(SETTINGS, BAD_TOKENS[kind]())
+
+
+@pytest.mark.parametrize("secret", ["short", "x" * 31, "é" * 15])
+def test_a_short_secret_refuses_to_boot(secret: str) -> None:
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings(auth_secret=secret)
+
+
+def test_serve_with_a_short_secret_exits_2_without_echoing_it() -> None:
+    out = run_cli("serve", AUTH_SECRET="tiny-secret-VALUE")
+    assert out.returncode == 2
+    assert "AUTH_SECRET" in out.stderr and "32 bytes" in out.stderr
+    assert "tiny-secret-VALUE" not in out.stdout + out.stderr
+
+
+# --- the CLI
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zantara_rag.cli", *args],
+        env=base_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_token_prints_a_token_the_server_accepts() -> None:
+    out = run_cli("token", "--sub", MEMBER_EMAIL, "--ttl", "15m", AUTH_SECRET=AUTH_SECRET)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    claims = jwt.decode(token, AUTH_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == MEMBER_EMAIL and claims["exp"] - claims["iat"] == 900
+    assert abs(claims["iat"] - time.time()) < 60
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--sub", "a@b.co"], {}, "set AUTH_SECRET first"),
+        (["--sub", "a@b.co", "--ttl", "forever"], {"AUTH_SECRET": AUTH_SECRET}, "not a lifetime"),
+        (["--sub", " ", "--ttl", "1h"], {"AUTH_SECRET": AUTH_SECRET}, "subject"),
+    ],
+)
+def test_cli_token_refuses_cleanly(args: list[str], env: dict[str, str], message: str) -> None:
+    out = run_cli("token", *args, **env)
+    assert out.returncode == 2 and message in out.stderr
+    assert "Traceback" not in out.stderr and not out.stdout
+
+
+# --- against the server
+
+
+def test_without_a_token_chat_is_refused(secured_server: ServerProcess, claude: FakeAnthropic) -> None:
+    with httpx.Client(base_url=secured_server.url, timeout=30) as client:
+        in_band = ask_sse(client)
+        plain = ask_plain(client)
+        health = client.get("/health")
+    assert in_band.status == 200 and len(in_band.events) == 1
+    assert in_band.last["code"] == "unauthorized" and in_band.last["done"] is True
+    assert plain.status == 401 and plain.json() == {"error": in_band.last["error"], "code": "unauthorized"}
+    assert plain.headers["www-authenticate"] == "Bearer"
+    assert health.status_code == 200, "only chat needs a token"
+    assert claude.requests() == []
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+def test_bad_tokens_are_unauthorized_by_header_and_by_parameter(
+    secured_server: ServerProcess, claude: FakeAnthropic, kind: str
+) -> None:
+    token = BAD_TOKENS[kind]()
+    with httpx.Client(base_url=secured_server.url, timeout=30) as client:
+        by_header = ask_plain(client, headers={"Authorization": f"Bearer {token}".strip()})
+        by_parameter = ask_sse(client, access_token=token)
+    assert by_header.status == 401 and by_header.json()["code"] == "unauthorized"
+    assert by_parameter.last["code"] == "unauthorized"
+    assert claude.requests() == []
+
+
+def test_another_authorization_scheme_is_unauthorized(secured_server: ServerProcess) -> None:
+    with httpx.Client(base_url=secured_server.url, timeout=30) as client:
+        basic = ask_plain(client, headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert basic.status == 401
+
+
+@pytest.mark.parametrize("how", ["header", "parameter", "previous-secret"])
+def test_a_valid_token_is_served(secured_server: ServerProcess, claude: FakeAnthropic, how: str) -> None:
+    token = signed(AUTH_SECRET_PREVIOUS if how == "previous-secret" else AUTH_SECRET)
+    with httpx.Client(base_url=secured_server.url, timeout=30) as client:
+        if how == "header":
+            reply = ask_sse(client, headers={"Authorization": f"Bearer {token}"})
+        else:
+            reply = ask_sse(client, access_token=token)
+    assert reply.last.get("done") is True and "code" not in reply.last
+    assert len(claude.requests()) == 1
+
+
+def test_the_token_subject_personalises_and_the_parameter_is_ignored(
+    secured_server: ServerProcess, claude: FakeAnthropic
+) -> None:
+    with httpx.Client(base_url=secured_server.url, timeout=30) as client:
+        member = ask_sse(
+            client, access_token=signed(AUTH_SECRET, sub=MEMBER_EMAIL), user_email="x@example.com"
+        )
+        claimed = ask_sse(
+            client, access_token=signed(AUTH_SECRET, sub="guest@example.com"), user_email=MEMBER_EMAIL
+        )
+    assert "code" not in member.last and "code" not in claimed.last
+    first, second = claude.requests()
+    system_file = ROOT / "apps" / "zantara_rag" / "prompts" / "system.md"
+    assert first["body"]["system"][0] == {
+        "type": "text",
+        "text": system_file.read_text(encoding="utf-8").strip(),
+    }
+    assert MEMBER_NAME in first["body"]["system"][1]["text"]
+    assert len(second["body"]["system"]) == 1, "a user_email parameter must not impersonate a team member"
