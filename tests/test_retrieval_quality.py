@@ -1,4 +1,4 @@
-"""Retrieval quality does not regress: the labelled questions find their document, off-topic ones find nothing.
+"""Retrieval quality does not regress: labelled questions find their document, off-topic ones find nothing.
 
 The real pipeline on the sample knowledge base as the default settings ingest it (the session's `kb_template`,
 built by `zantara-rag ingest`), asked through `Retriever.retrieve` with the default settings. The floors sit a

@@ -121,7 +121,7 @@ def test_hundreds_of_streams_with_faults_disconnects_and_resumes(
     claude.set_default(chunk_size=4, delay_ms=5, random={"seed": 1, **FAULTS})
     pid = server.proc.pid if server.proc else 0
 
-    warm_plans = plans(seed=11, n=120)
+    warm_plans = plans(seed=11, n=250)
     warm = asyncio.run(soak_round(server, warm_plans))
     bodies = [r["body"] for r in claude.requests() if r["body"]["messages"][-1]["role"] == "user"]
     expected = default_answer(bodies[0])
@@ -129,7 +129,7 @@ def test_hundreds_of_streams_with_faults_disconnects_and_resumes(
     before = wait_settled(server, claude, timeout=GRACE + 30)
     rss_before = rss_mb(pid)
 
-    main_plans = plans(seed=12, n=300)
+    main_plans = plans(seed=12, n=250)
     main = asyncio.run(soak_round(server, main_plans))
     outcomes = check(main, main_plans, expected)
     after = wait_settled(server, claude, timeout=GRACE + 30)

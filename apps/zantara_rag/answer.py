@@ -210,10 +210,14 @@ class Answerer:
         # The producer task that drives this generator does no other awaiting between items, so the
         # timeout scope cannot fire outside this generator's own awaits.
         async with asyncio.timeout(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:
+            # The raw event stream, not the `messages.stream()` helper: the helper also rebuilds a snapshot
+            # of the whole message and a second event object for every delta, which took over half of this
+            # process's CPU while relaying (docs/performance.md). The raw events carry all that is read here;
+            # errors (`event: error`) and closing on exit are the same, the helper wraps this very stream.
             async with (
                 self._in_flight(),
-                self.client.messages.stream(
-                    model=model, max_tokens=s.max_output_tokens, system=system, messages=messages
+                await self.client.messages.create(
+                    model=model, max_tokens=s.max_output_tokens, system=system, messages=messages, stream=True
                 ) as stream,
             ):
                 output_tokens = 0
@@ -221,14 +225,16 @@ class Answerer:
                 meta.timing.setdefault("upstream_connect", (headers - sent) * 1000)
                 try:
                     async for event in stream:
-                        if event.type == "text" and event.text:
+                        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                            if not event.delta.text:
+                                continue
                             if first:
                                 first = False
                                 waited = (time.perf_counter() - headers) * 1000
                                 meta.timing.setdefault("upstream_first_token", waited)
                             scope.reschedule(min(loop.time() + s.upstream_idle_timeout, deadline))
                             output_tokens += 1  # an estimate until message_delta reports the real count
-                            yield event.text
+                            yield event.delta.text
                         elif event.type == "message_start":
                             usage = event.message.usage
                             meta.input_tokens += usage.input_tokens or 0
