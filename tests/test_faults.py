@@ -52,11 +52,12 @@ def server(kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProc
         UPSTREAM_RETRY_AFTER_CAP="0.3",
         UPSTREAM_FIRST_TOKEN_TIMEOUT="1.5",
         UPSTREAM_IDLE_TIMEOUT="1.5",
+        UPSTREAM_TOTAL_TIMEOUT="8",
         RESUME_GRACE_SECONDS="0",
         MAX_OUTPUT_TOKENS="20000",
         SLOW_CLIENT_MAX_LAG_EVENTS="200",
         RESUME_MAX_EVENTS="1000",
-        RESUME_MAX_BYTES="200000",
+        RESUME_MAX_BYTES="4000000",
     ) as server:
         yield server
 
@@ -200,6 +201,24 @@ def assert_no_duplicated_span(before: str, after: str, span: int = 8) -> None:
         assert before[-size:] != after[:size], f"repeated {before[-size:]!r}"
 
 
+def test_a_request_past_the_total_timeout_is_closed_and_continued(
+    server: ServerProcess, fake: FakeAnthropic
+) -> None:
+    # Never silent for long (a chunk every 50 ms), but 200 chunks take 10 s: UPSTREAM_TOTAL_TIMEOUT is 8.
+    fake.enqueue(
+        {"match_model": PRIMARY, "chunks": [f"w{i} " for i in range(200)], "delay_ms": 50},
+        {"match_model": FALLBACK, "chunks": ["the end."]},
+    )
+    got = ask(server.url, QUESTION)
+    assert_contract(got)
+    first, second = fake.requests()
+    assert first["outcome"] == "client_disconnected" and first["chunks_sent"] < 200
+    partial = "".join(f"w{i} " for i in range(len(got.texts) - 1))
+    assert got.answer == partial + "the end."
+    assert second["body"]["messages"][-1] == {"role": "assistant", "content": partial.rstrip()}
+    assert got.last["model"] == FALLBACK and got.last["degraded"] is True
+
+
 def test_a_continuation_after_trailing_whitespace_does_not_double_it(
     server: ServerProcess, fake: FakeAnthropic
 ) -> None:
@@ -339,8 +358,10 @@ def parse_response(raw: bytes) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
 def test_a_client_that_stops_reading_is_dropped_and_can_resume(
     server: ServerProcess, fake: FakeAnthropic
 ) -> None:
-    total = 20_000
-    fake.set_default(text="".join(f"token{i:010d} " for i in range(total)), chunk_size=16, delay_ms=1)
+    # 4 KB chunks: Linux lets a socket that nobody reads absorb about 4 MB (tcp_wmem) before a send
+    # blocks, and the answer must be well past that for the server to notice anything.
+    total = 3_000
+    fake.set_default(chunks=["z" * 4095 + " "], repeat=total, delay_ms=2)
     pid = server.proc.pid if server.proc else 0
     rss_before = rss_mb(pid)
     sock = socket.socket()
@@ -348,11 +369,11 @@ def test_a_client_that_stops_reading_is_dropped_and_can_resume(
     sock.connect(("127.0.0.1", server.port))
     try:
         sock.sendall(request_bytes(QUESTION))
-        # Read nothing. The reader falls SLOW_CLIENT_MAX_LAG_EVENTS behind, is dropped, and (grace 0)
-        # the answer is cancelled: the upstream request closes long before the 20 000 chunks are out.
+        # Read nothing. Once the sockets are full the reader stops taking events, falls more than
+        # SLOW_CLIENT_MAX_LAG_EVENTS behind for a second, and is dropped; with grace 0 the answer is then
+        # cancelled, so its upstream request closes before the answer is out.
         (record,) = fake.wait_for(lambda rs: rs and rs[0]["outcome"] != "in_progress", timeout=60)
         assert record["outcome"] == "client_disconnected"
-        # Not "a few hundred": the kernel's socket buffers hold about a megabyte before a send blocks.
         assert record["chunks_sent"] < total, record["chunks_sent"]
         rss_after = rss_mb(pid)
         print(
@@ -363,12 +384,12 @@ def test_a_client_that_stops_reading_is_dropped_and_can_resume(
         assert "dropping a slow reader" in server.logs()
         # The client wakes up: it gets what was in flight, then the body ends without a terminal event...
         sock.settimeout(30)
-        raw = b""
-        while chunk := sock.recv(65536):
+        raw = bytearray()
+        while chunk := sock.recv(1 << 20):
             raw += chunk
     finally:
         sock.close()
-    status, first = parse_response(raw)
+    status, first = parse_response(bytes(raw))
     assert status == 200 and first and "done" not in first[-1][1]
     # ...so it resumes from the last id it has, and gets the rest of what was generated, then the end.
     with socket.create_connection(("127.0.0.1", server.port)) as again:

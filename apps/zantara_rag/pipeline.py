@@ -39,7 +39,6 @@ async def produce(
     passages: list[Passage],
     member: Member | None,
     *,
-    draining: asyncio.Event | None = None,
     metrics: Metrics | None = None,
 ) -> None:
     started = time.perf_counter()

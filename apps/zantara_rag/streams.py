@@ -5,7 +5,9 @@ from a position. That split is what makes resume cheap and correct: a reconnect 
 follows the same stream from where the client stopped, so nothing is generated twice and nothing is
 skipped. When the last reader leaves, generation goes on for `RESUME_GRACE_SECONDS` (if resume is on)
 and is then cancelled, which closes the upstream request. Finished streams are kept for
-`RESUME_TTL_SECONDS` so a reconnect after the end gets a clean `204`.
+`RESUME_TTL_SECONDS` so a reconnect after the end gets a clean `204`. A reader that stops taking events
+while far behind (its client stopped reading) is dropped by the producer, which is the only side that
+can see it; it can resume.
 
 Event ids are `<machine>-<token>:<n>`: `n` counts every event of the stream from 1, and the machine part
 lets a reconnect that lands on another Fly machine be replayed to the right one.

@@ -174,7 +174,6 @@ async def open_stream(
             chat,
             retrieval.passages,
             member,
-            draining=services.drain_event,
             metrics=services.metrics,
         ),
         received=received,
