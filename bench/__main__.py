@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shlex
 import subprocess
@@ -36,11 +37,19 @@ def main(argv: list[str] | None = None) -> int:
         "--docs", action="store_true", help="update docs/performance.md (default for full runs)"
     )
     parser.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
+    parser.add_argument("--relay-streams", default="", help="override the relay stream counts, e.g. 100,300")
+    parser.add_argument("--relay-apps", default="", help="override the relay apps, e.g. zantara,seed-style")
+    parser.add_argument("--label", default="", help="save results as <suite>@<label>.json (no summary, no docs)")
+    parser.add_argument("--service-source", default="", help="run the service from this directory's zantara_rag")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     mode = "quick" if args.quick else "full"
-    params: dict[str, Any] = QUICK if args.quick else FULL
+    params: dict[str, Any] = json.loads(json.dumps(QUICK if args.quick else FULL))
+    if args.relay_streams:
+        params["relay"]["streams"] = [int(n) for n in args.relay_streams.split(",")]
+    if args.relay_apps:
+        params["relay"]["apps"] = args.relay_apps.split(",")
     only = [s for s in args.only.split(",") if s]
     unknown = set(only) - set(ORDER)
     if unknown:
@@ -51,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (
         "" if argv is None and len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:])
     )
-    bench = Bench(mode, params, command)
+    bench = Bench(mode, params, command, label=args.label)
+    if args.service_source:
+        from bench import context
+
+        context.SERVICE_SOURCE.append(os.path.abspath(args.service_source))
     load_start = machine.load()
     bench.log(f"{mode} run: {', '.join(suites)} on {os.cpu_count()} cores ({machine.cpu_model()})")
 
@@ -93,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             "params": params,
         },
     )
-    docs = (mode == "full" or args.docs) and not args.no_docs and not only
-    report.write(docs=docs or (args.docs and not args.no_docs))
-    bench.log(f"wrote bench/results/summary.md{' and docs/performance.md' if docs or args.docs else ''}")
+    if args.label:
+        bench.log(f"results saved as bench/results/<suite>@{args.label}.json")
+        return 1 if errors else 0
+    docs = ((mode == "full" and not only) or args.docs) and not args.no_docs
+    report.write(docs=docs)
+    bench.log(f"wrote bench/results/summary.md{' and docs/performance.md' if docs else ''}")
     return 1 if errors else 0
 
 

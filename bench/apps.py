@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from bench.context import service_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> the module run by uvicorn (None: the service's own `zantara-rag serve`)
@@ -82,7 +84,7 @@ class AppProcess:
             shutil.copytree(kb, chroma)
         base = {k: v for k, v in os.environ.items() if not k.startswith(_DROP)}
         self.env = {
-            **base,
+            **(service_env(base) if name == "zantara" else base),
             **BENCH_ENV,
             "CHROMA_PATH": str(chroma),
             "ANTHROPIC_BASE_URL": upstream_url,

@@ -15,6 +15,19 @@ from bench import machine
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
+SERVICE_SOURCE: list[str] = []  # set by `--service-source`: a directory holding another `zantara_rag`
+
+
+def service_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process that imports the service: PYTHONPATH first on `--service-source`."""
+    import os
+
+    env = dict(os.environ if env is None else env)
+    if SERVICE_SOURCE:
+        env["PYTHONPATH"] = os.pathsep.join([*SERVICE_SOURCE, str(ROOT)])
+    return env
+
+
 # Every count below is a bound: no loop in the benchmarks runs unbounded in count or time.
 QUICK: dict[str, Any] = {
     "kb_sizes": [1000, 10000],
@@ -49,6 +62,8 @@ class Bench:
     command: str
     started: float = field(default_factory=time.monotonic)
     waited_s: float = 0.0
+    # `--label before --service-source DIR`: the service from another source tree, results saved apart.
+    label: str = ""
 
     def wait_quiet(self, below: float = 0.4, max_wait: float = 20.0) -> float:
         """Wait (bounded) until the rest of the machine uses fewer than `below` cores; returns what it used.
@@ -77,6 +92,7 @@ class Bench:
         out = subprocess.run(
             [sys.executable, "-m", module, json.dumps(spec)],
             cwd=ROOT,
+            env=service_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -92,7 +108,7 @@ class Bench:
 
     def save(self, name: str, data: dict[str, Any]) -> Path:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{name}.json"
+        path = RESULTS / (f"{name}@{self.label}.json" if self.label else f"{name}.json")
         payload = {
             "suite": name,
             "mode": self.mode,

@@ -60,6 +60,7 @@ def server(kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProc
         RESUME_MAX_BYTES="4000000",
     ) as server:
         yield server
+        assert_no_secrets(server)  # after every test of the module
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ def machine_b(kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerP
         FLY_MACHINE_ID=MACHINE_B,
         RESUME_GRACE_SECONDS="60",
         RESUME_MAX_EVENTS="40",
+        RESUME_MAX_BYTES="8192",
         SLOW_CLIENT_MAX_LAG_EVENTS="16",
         RESUME_MAX_STREAMS="3",
         RESUME_TTL_SECONDS="4",
@@ -267,13 +268,14 @@ def test_a_resume_that_lands_on_the_other_machine_is_replayed_there(
 def test_replay_buffers_are_bounded_in_events_streams_and_time(
     machine_b: ServerProcess, claude: FakeAnthropic
 ) -> None:
-    def finished() -> list[str]:
-        """A stream of 100 texts, sources and done, left after its first event and finished meanwhile."""
-        claude.enqueue({"chunks": words(100), "delay_ms": 10})
+    def finished(chunks: list[str] | None = None, delay_ms: int = 10) -> list[str]:
+        """A stream of texts, sources and done, left after its first event and finished meanwhile."""
+        chunks = chunks or words(100)
+        claude.enqueue({"chunks": chunks, "delay_ms": delay_ms})
         first = ask(machine_b.url, QUESTION, stop_after=1)
         assert first.ids[0].startswith(f"{MACHINE_B}-")
         claude.wait_for(lambda rs: rs[-1]["outcome"] == "completed", timeout=30)
-        return [f"{first.ids[0].rsplit(':', 1)[0]}:{n}" for n in range(1, 103)]
+        return [f"{first.ids[0].rsplit(':', 1)[0]}:{n}" for n in range(1, len(chunks) + 3)]
 
     def resumes(ids: list[str], back: int) -> bool:
         """Resume `back` events before the end: True if replayed, False if told the stream expired."""
@@ -284,6 +286,10 @@ def test_replay_buffers_are_bounded_in_events_streams_and_time(
         assert got.ids == ids[-back:] and got.last["done"] is True and "error" not in got.last
         return True
 
+    # RESUME_MAX_BYTES=8192: of an answer in 1 KB pieces only the last few events are kept.
+    large = finished(["a"] + ["b" * 1000] * 30, delay_ms=50)
+    assert resumes(large, 3)
+    assert not resumes(large, 12)
     first = finished()
     assert resumes(first, 3)
     # RESUME_MAX_EVENTS=40: the start of the answer is no longer kept.
@@ -295,4 +301,4 @@ def test_replay_buffers_are_bounded_in_events_streams_and_time(
     # RESUME_TTL_SECONDS=4: after that, even the newest is gone.
     time.sleep(4.5)
     assert not resumes(newest, 3)
-    assert len(claude.requests()) == 4
+    assert len(claude.requests()) == 5
