@@ -1,6 +1,6 @@
 """The benchmark suite, in one command.
 
-    python -m bench --quick          # under 3 minutes: fewer rounds, shorter windows, 500 streams
+    python -m bench --quick          # under 3 minutes, into bench/results/quick/ (docs untouched)
     python -m bench                  # the full run (under 15 minutes once the 100k store is cached)
     python -m bench --only relay,idle
     python -m bench.report --docs    # re-render summary, plots and docs from the last results
@@ -39,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
     parser.add_argument("--relay-streams", default="", help="override the relay stream counts, e.g. 100,300")
     parser.add_argument("--relay-apps", default="", help="override the relay apps, e.g. zantara,seed-style")
-    parser.add_argument("--label", default="", help="save results as <suite>@<label>.json (no summary, no docs)")
-    parser.add_argument("--service-source", default="", help="run the service from this directory's zantara_rag")
+    parser.add_argument(
+        "--label", default="", help="save results as <suite>@<label>.json (no summary, no docs)"
+    )
+    parser.add_argument(
+        "--service-source", default="", help="run the service from this directory's zantara_rag"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -110,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.log(f"results saved as bench/results/<suite>@{args.label}.json")
         return 1 if errors else 0
     docs = ((mode == "full" and not only) or args.docs) and not args.no_docs
-    report.write(docs=docs)
-    bench.log(f"wrote bench/results/summary.md{' and docs/performance.md' if docs else ''}")
+    report.write(docs=docs, results=bench.results)
+    where = bench.results.relative_to(bench.results.parents[1])
+    bench.log(f"wrote {where}/summary.md{' and docs/performance.md' if docs else ''}")
     return 1 if errors else 0
 
 

@@ -72,7 +72,7 @@ def free_port() -> int:
 
 
 class AppProcess:
-    """One app under uvicorn with a private copy of a knowledge base. `ready_s`: process start → /ready 200."""
+    """One app under uvicorn with a private copy of a knowledge base. `ready_s`: start → /ready 200."""
 
     def __init__(self, name: str, kb: Path | None, upstream_url: str, **env: Any) -> None:
         self.name = name
@@ -106,9 +106,20 @@ class AppProcess:
         if module is None:
             return [sys.executable, "-m", "zantara_rag.cli", "serve"]
         return [
-            sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(self.port),
-            "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "1",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "uvicorn",
+            module,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "1",
+        ]
 
     def start(self, timeout: float = 180.0) -> AppProcess:
         with self.log_path.open("ab") as log:

@@ -30,28 +30,50 @@ def service_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 # Every count below is a bound: no loop in the benchmarks runs unbounded in count or time.
 QUICK: dict[str, Any] = {
-    "kb_sizes": [1000, 10000],
-    "embedding": {"rounds": 3, "queries": 30, "batch_texts": 32},
-    "retrieval": {"rounds": 3, "queries": 30},
-    "ttfc": {"rounds": 3, "requests": 15, "warmup": 5, "baselines": True},
-    "relay": {"streams": [500], "windows": 2, "window_s": 3.0, "hb_streams": 10, "apps": "all"},
-    "idle": {"streams": [1000], "hold_s": 3.0, "apps": ["zantara", "seed-style"]},
-    "coldstart": {"runs": 2},
+    "kb_sizes": [10000],
+    "embedding": {"rounds": 3, "queries": 20, "batch_texts": 32},
+    "retrieval": {"rounds": 3, "queries": 20},
+    "ttfc": {"rounds": 3, "requests": 8, "warmup": 3, "baselines": True},
+    "relay": {
+        "streams": [100],
+        "baseline_streams": [100],
+        "windows": 2,
+        "window_s": 3.0,
+        "hb_streams": 10,
+        "apps": "all",
+        "open_timeout_s": 15,
+        "sdk_helper_variant": False,
+    },
+    "idle": {"streams": {"500": ["zantara", "seed-style"]}, "hold_s": 2.0},
+    "coldstart": {"runs": 2, "phase_runs": 0, "first_export": False},
     "ingestion": {"runs": 1, "copies": [1], "backends": ["onnx"]},
     "profile": False,
-    "quiet_budget_s": 30,
+    "quiet_budget_s": 15,
 }
 FULL: dict[str, Any] = {
     "kb_sizes": [1000, 10000, 100000],
     "embedding": {"rounds": 5, "queries": 60, "batch_texts": 64},
     "retrieval": {"rounds": 5, "queries": 60},
     "ttfc": {"rounds": 5, "requests": 30, "warmup": 10, "baselines": True},
-    "relay": {"streams": [100, 500, 1000], "windows": 3, "window_s": 5.0, "hb_streams": 20, "apps": "all"},
-    "idle": {"streams": [1000, 5000], "hold_s": 4.0, "apps": "all"},
-    "coldstart": {"runs": 3},
+    # The SDK-based baselines are saturated well before 500 streams; 1000 adds nothing for them but minutes.
+    "relay": {
+        "streams": [100, 500, 1000],
+        "baseline_streams": [100, 500],
+        "windows": 3,
+        "window_s": 3.0,
+        "hb_streams": 20,
+        "apps": "all",
+        "open_timeout_s": 15,
+        "sdk_helper_variant": True,
+        "variant_streams": 50,
+    },
+    "idle": {"streams": {"1000": "all", "5000": ["zantara", "seed-style", "raw-relay"]}, "hold_s": 3.0},
+    "coldstart": {"runs": 3, "phase_runs": 2, "first_export": True},
     "ingestion": {"runs": 2, "copies": [1, 2, 4], "backends": ["onnx", "torch"]},
     "profile": True,
-    "quiet_budget_s": 120,
+    "profile_streams": 100,
+    "memory_streams": 60,
+    "quiet_budget_s": 60,
 }
 
 
@@ -64,6 +86,11 @@ class Bench:
     waited_s: float = 0.0
     # `--label before --service-source DIR`: the service from another source tree, results saved apart.
     label: str = ""
+
+    @property
+    def results(self) -> Path:
+        """bench/results for full runs (shown in docs/performance.md), bench/results/quick for quick ones."""
+        return RESULTS if self.mode == "full" else RESULTS / "quick"
 
     def wait_quiet(self, below: float = 0.4, max_wait: float = 20.0) -> float:
         """Wait (bounded) until the rest of the machine uses fewer than `below` cores; returns what it used.
@@ -107,8 +134,8 @@ class Bench:
         return self.python("bench.loadgen", spec, timeout=float(spec.get("max_seconds", 600)) + 30)
 
     def save(self, name: str, data: dict[str, Any]) -> Path:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / (f"{name}@{self.label}.json" if self.label else f"{name}.json")
+        self.results.mkdir(parents=True, exist_ok=True)
+        path = self.results / (f"{name}@{self.label}.json" if self.label else f"{name}.json")
         payload = {
             "suite": name,
             "mode": self.mode,

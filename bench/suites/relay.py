@@ -8,11 +8,12 @@ the upstream and of the load generator, and of everything else on the machine.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from bench import kb
-from bench.apps import APPS, AppProcess
+from bench import kb, variants
+from bench.apps import APPS, ROOT, AppProcess
 from bench.stats import across, ratio
 from bench.upstream import WAITING, Upstream, stream_at
 
@@ -55,7 +56,7 @@ def flatten(window: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def wait_idle(upstream: Upstream, timeout: float = 30.0) -> int:
+def wait_idle(upstream: Upstream, timeout: float = 20.0) -> int:
     deadline = time.monotonic() + timeout
     active = upstream.stats().get("active_streams", 0)
     while active and time.monotonic() < deadline:
@@ -71,17 +72,35 @@ def run(bench: Any) -> dict[str, Any]:
     hb_streams = int(params["hb_streams"])
     results: dict[str, Any] = {}
     offset = 0
+
+    def counts(app: str) -> list[int]:
+        full = app in ("zantara", "raw-relay")  # the service, and the floor, go the whole way
+        return list(params["streams"] if full else params.get("baseline_streams", params["streams"]))
+
+    cases: list[tuple[str, str, dict[str, Any], list[int]]] = [(app, app, {}, counts(app)) for app in apps]
+    if params.get("sdk_helper_variant") and "zantara" in apps:
+        # Before/after of reading the raw event stream instead of the SDK's `messages.stream()` helper.
+        tree = variants.sdk_helper()
+        if tree is None:
+            bench.log("relay: the messages.stream() variant cannot be rebuilt from answer.py; skipped")
+        else:
+            env = {"PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
+            # Below saturation for both, so the difference is CPU per event, not queueing.
+            n = int(params.get("variant_streams", min(params["streams"])))
+            cases.append(("zantara-sdk-helper", "zantara", env, [n]))
+            i = next(i for i, case in enumerate(cases) if case[0] == "zantara")
+            cases[i] = ("zantara", "zantara", {}, sorted({n, *cases[i][3]}))
     with Upstream() as upstream:
-        for app in apps:
-            env = {"HEARTBEAT_SECONDS": HEARTBEAT_S}
+        for label, app, extra, counts in cases:
+            env = {"HEARTBEAT_SECONDS": HEARTBEAT_S, **extra}
             with AppProcess(app, kb.path_for(10000) / "chroma", upstream.url, **env) as proc:
-                for n in params["streams"]:
+                for n in counts:
                     # Long enough for ramp-up, settling and every window; the streams are closed after.
                     upstream.reset(
                         default=stream_at(RATE, 120 + windows * window_s * 3), queue=[WAITING] * hb_streams
                     )
                     bench.wait_quiet()
-                    bench.log(f"relay: {app} with {n} streams at {RATE:.0f} chunks/s")
+                    bench.log(f"relay: {label} with {n} streams at {RATE:.0f} chunks/s")
                     raw = bench.loadgen(
                         {
                             "mode": "relay",
@@ -94,6 +113,7 @@ def run(bench: Any) -> dict[str, Any]:
                             "probe_interval_s": 0.25,
                             "max_pending": 64,
                             "settle_s": 1.5,
+                            "open_timeout_s": float(params.get("open_timeout_s", 60)),
                             "query_offset": offset,
                             "pids": {"server": proc.pid, "upstream": upstream.pid},
                             "upstream_url": upstream.url,
@@ -103,8 +123,8 @@ def run(bench: Any) -> dict[str, Any]:
                     offset += 100_000
                     left = wait_idle(upstream)
                     runs = [flatten(w) for w in raw["windows"]]
-                    results[f"{app}@{n}"] = {
-                        "app": app,
+                    results[f"{label}@{n}"] = {
+                        "app": label,
                         "streams": n,
                         **across(runs, KEYS),
                         "heartbeat_late_over_1s": sum(r.get("heartbeat_late_over_1s") or 0 for r in runs),
