@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.save(name, data)
         bench.log(f"{name} done in {data['duration_s']} s")
 
+    # A partial run (`--only`) must not replace the record of the full run whose other figures remain.
     bench.save(
-        "run",
+        "run-partial" if only else "run",
         {
             "suites": suites,
             "errors": errors,

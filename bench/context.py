@@ -73,7 +73,7 @@ FULL: dict[str, Any] = {
     "profile": True,
     "profile_streams": 100,
     "memory_streams": 60,
-    "quiet_budget_s": 60,
+    "quiet_budget_s": 30,
 }
 
 

@@ -16,7 +16,7 @@ from bench.context import RESULTS, ROOT
 
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-SUITES = ["run", "embedding", "retrieval", "ttfc", "relay", "idle", "coldstart", "ingestion", "profile"]
+SUITES = ["run", "run-partial", "embedding", "retrieval", "ttfc", "relay", "idle", "coldstart", "ingestion", "profile"]
 APPS = ["zantara", "seed-style", "sse-starlette", "raw-relay"]
 
 
@@ -164,6 +164,13 @@ def machine_section(r: dict[str, Any]) -> str:
         "The machine is shared: each suite's JSON records, per measurement, the cores used by the processes "
         "under test and by everything else (`other_processes_cores`).",
     ]
+    partial = r.get("run-partial")
+    if partial and (partial.get("machine") or {}).get("at", "") > (m.get("at") or ""):
+        lines.append(
+            f"- **Re-measured since**: {', '.join(partial.get('suites', []))} by `{partial.get('command')}` at "
+            f"{partial['machine'].get('at')}, load average at start {partial.get('load_start')}, "
+            f"at end {partial.get('load_end')}."
+        )
     return "\n".join(lines)
 
 

@@ -47,7 +47,7 @@ INCLUSIVE = [
         "  middleware send wrappers",
         r"\((zantara_rag/(middleware|request_log)|starlette/middleware/cors|starlette/_exception)",
     ),
-    ("  uvicorn send (httptools)", r"\(uvicorn/protocols/http/"),
+    ("  uvicorn send (h11)", r"\(uvicorn/protocols/http/"),
     ("anyio (all)", r"\(anyio/"),
     ("  anyio under FastAPI's SSE machinery", (r"\(anyio/", r"\(fastapi/routing\.py")),
     ("  anyio socket streams (the upstream connection)", (r"\(anyio/", r"\(httpcore2/|^StreamProtocol\.")),
