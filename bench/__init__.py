@@ -1,1 +1,1 @@
-"""Benchmarks for Zantara RAG (`python -m bench.<name>`)."""
+"""Benchmarks for Zantara RAG: `python -m bench [--quick]` (docs/performance.md); `python -m bench.<name>`."""

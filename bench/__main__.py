@@ -24,7 +24,7 @@ import traceback
 from typing import Any
 
 from bench import kb, machine, report
-from bench.context import FULL, QUICK, Bench
+from bench.context import FULL, QUICK, ROOT, Bench
 
 ORDER = ["embedding", "retrieval", "ingestion", "coldstart", "ttfc", "relay", "idle", "profile"]
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if errors else 0
     docs = ((mode == "full" and not only) or args.docs) and not args.no_docs
     report.write(docs=docs, results=bench.results)
-    where = bench.results.relative_to(bench.results.parents[1])
+    where = bench.results.relative_to(ROOT)
     bench.log(f"wrote {where}/summary.md{' and docs/performance.md' if docs else ''}")
     return 1 if errors else 0
 

@@ -16,7 +16,18 @@ from bench.context import RESULTS, ROOT
 
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-SUITES = ["run", "run-partial", "embedding", "retrieval", "ttfc", "relay", "idle", "coldstart", "ingestion", "profile"]
+SUITES = [
+    "run",
+    "run-partial",
+    "embedding",
+    "retrieval",
+    "ttfc",
+    "relay",
+    "idle",
+    "coldstart",
+    "ingestion",
+    "profile",
+]
 APPS = ["zantara", "seed-style", "sse-starlette", "raw-relay"]
 
 
@@ -167,7 +178,8 @@ def machine_section(r: dict[str, Any]) -> str:
     partial = r.get("run-partial")
     if partial and (partial.get("machine") or {}).get("at", "") > (m.get("at") or ""):
         lines.append(
-            f"- **Re-measured since**: {', '.join(partial.get('suites', []))} by `{partial.get('command')}` at "
+            f"- **Re-measured since**: {', '.join(partial.get('suites', []))} by `{partial.get('command')}` "
+            "at "
             f"{partial['machine'].get('at')}, load average at start {partial.get('load_start')}, "
             f"at end {partial.get('load_end')}."
         )
@@ -604,7 +616,7 @@ def plots(r: dict[str, Any], results: Path = RESULTS) -> None:
     t = r.get("ttfc")
     if t:
         cases = {k: v for k, v in t["cases"].items() if v.get("app") == "zantara"}
-        fig, ax = plt.subplots(figsize=(9, 3.6))
+        fig, ax = plt.subplots(figsize=(11, 3.6))
         names = list(cases)
         left = [0.0] * len(names)
         cmap = plt.get_cmap("tab10")
@@ -619,7 +631,7 @@ def plots(r: dict[str, Any], results: Path = RESULTS) -> None:
         ax.axvline(15, color="green", linestyle="--", label="target p50 ≤ 15 ms")
         ax.set_xlabel("ms (p50 of each stage)")
         ax.set_title("Time to first chunk, by stage")
-        ax.legend(fontsize=7, ncol=2, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(results / "ttfc.png", dpi=110)
         plt.close(fig)

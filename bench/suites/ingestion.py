@@ -62,8 +62,8 @@ def run(bench: Any) -> dict[str, Any]:
                 continue
             bench.wait_quiet()
             bench.log(f"ingestion: {backend}, sample knowledge base x{copies}")
-            # Repeated for the 1x corpus on ONNX; the larger ones are single points of the growth line, and torch
-            # (the before) is a single run too, to keep the full run under 15 minutes.
+            # Repeated for the 1x corpus on ONNX; the larger ones are single points of the growth line, and
+            # torch (the before) is a single run too, to keep the full run under 15 minutes.
             repeat = int(params["runs"]) if copies == 1 and backend == "onnx" else 1
             runs = [
                 bench.python("bench.suites.ingestion", {"backend": backend, "copies": copies}, timeout=900)
