@@ -13,13 +13,10 @@ CHAT = "/bali-zero/chat-stream"
 SSE = {"Accept": "text/event-stream"}
 
 
-@dataclass
-class Received:
-    status: int
-    headers: httpx.Headers
-    events: list[dict[str, Any]] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    raw: list[str] = field(default_factory=list)
+class EventsView:
+    """The answer as read from `events` (the decoded payloads, in order); shared by every reader here."""
+
+    events: list[dict[str, Any]]
 
     @property
     def texts(self) -> list[dict[str, Any]]:
@@ -32,6 +29,15 @@ class Received:
     @property
     def last(self) -> dict[str, Any]:
         return self.events[-1]
+
+
+@dataclass
+class Received(EventsView):
+    status: int
+    headers: httpx.Headers
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)
 
     @property
     def sources(self) -> list[dict[str, Any]]:

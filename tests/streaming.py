@@ -21,7 +21,7 @@ from httpx_sse import aconnect_sse
 
 from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess
-from tests.sse import CHAT, SSE
+from tests.sse import CHAT, SSE, EventsView
 
 GAUGES = ("zantara_streams_active", "zantara_stream_readers", "zantara_upstream_requests_active")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -121,7 +121,7 @@ async def leg(
 
 
 @dataclass
-class Conversation:
+class Conversation(EventsView):
     legs: list[Leg] = field(default_factory=list)
 
     @property
@@ -131,18 +131,6 @@ class Conversation:
     @property
     def ids(self) -> list[str]:
         return [i for leg in self.legs for i in leg.ids]
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.events[-1]
-
-    @property
-    def texts(self) -> list[dict[str, Any]]:
-        return [e for e in self.events if "text" in e]
-
-    @property
-    def answer(self) -> str:
-        return "".join(e["text"] for e in self.texts)
 
     @property
     def resumes(self) -> int:
