@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -16,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from . import __version__
 from .errors import ZantaraError
 from .events import error_body
-from .middleware import OriginGate, StreamHeaders
+from .middleware import OriginGate
 from .request_log import RequestLog
 from .routes import chat, health, metrics
 from .services import build_services, ingest_sample_if_empty
@@ -38,9 +37,6 @@ def sse_test_page() -> Path | None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    # FastAPI's SSE keep-alive (`: ping` after this many idle seconds) has no public knob; pinned
-    # FastAPI version, and tests/test_contract.py checks the heartbeat arrives on time.
-    fastapi.routing._PING_INTERVAL = settings.heartbeat_seconds  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(status_code=204, headers={"fly-replay": f"prefer_instance={exc.machine}"})
 
     # Outermost first: the origin gate refuses before anything runs; CORS echoes allowed origins.
-    app.add_middleware(StreamHeaders)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=sorted(settings.allowed_origins),

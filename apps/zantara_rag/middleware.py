@@ -1,19 +1,12 @@
-"""ASGI middleware: the strict origin gate and the headers every event stream needs behind a proxy."""
+"""ASGI middleware: the strict origin gate."""
 
 from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import OriginNotAllowed
-
-_STREAM_HEADERS = {
-    # Fly's proxy compresses (and so buffers) anything without a Content-Encoding.
-    b"content-encoding": b"none",
-    b"cache-control": b"no-cache, no-transform",
-    b"x-accel-buffering": b"no",
-}
 
 
 class OriginGate:
@@ -47,30 +40,3 @@ class OriginGate:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
-
-
-class StreamHeaders:
-    """Set the streaming headers on `text/event-stream` responses.
-
-    FastAPI's own `Cache-Control: no-cache` lacks `no-transform`, and nothing sets `Content-Encoding`.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-                if content_type.startswith(b"text/event-stream"):
-                    headers = [(k, v) for k, v in headers if k.lower() not in _STREAM_HEADERS]
-                    headers.extend(_STREAM_HEADERS.items())
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

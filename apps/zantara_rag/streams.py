@@ -21,8 +21,10 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+
+from fastapi.sse import format_sse_event
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ STUCK_SECONDS = 1.0
 class Reader:
     """One response following a stream: the last position it was handed, and whether it was dropped."""
 
-    __slots__ = ("attached", "dropped", "moved_at", "position", "slack")
+    __slots__ = ("attached", "dropped", "moved_at", "position", "slack", "wake")
 
     def __init__(self, position: int, slack: int) -> None:
         self.position = position
@@ -62,18 +64,22 @@ class Reader:
         self.moved_at = time.monotonic()
         self.dropped = False
         self.attached = True
+        # Set on every append and when the reader is dropped: its response waits on it.
+        self.wake = asyncio.Event()
 
     def stuck(self, last_position: int, now: float) -> bool:
         return last_position - self.position > self.slack and now - self.moved_at > STUCK_SECONDS
 
 
 class Stream:
-    """One answer's events, in order, with a bounded replay buffer."""
+    """One answer's events, in order, with a bounded replay buffer of their encoded bytes."""
 
-    def __init__(self, stream_id: str, max_events: int, max_bytes: int) -> None:
+    def __init__(self, stream_id: str, max_events: int, max_bytes: int, retry_ms: int | None = None) -> None:
         self.id = stream_id
+        # The SSE `retry:` hint carried by every event (a refusal that names a wait), else None.
+        self.retry_ms = retry_ms
         # Positions are contiguous, so a list plus the position of its first element is the whole index.
-        self._events: list[str] = []
+        self._events: list[bytes] = []
         self._base = 1
         self._bytes = 0
         self._max_events = max_events
@@ -97,7 +103,6 @@ class Stream:
         self.text_chunks = 0
         self.log_fields: dict[str, object] = {}
         self.on_finish: Callable[[Stream], None] | None = None
-        self._changed = asyncio.Event()
         self._grace: asyncio.TimerHandle | None = None
 
     @property
@@ -114,18 +119,20 @@ class Stream:
         return self._grace is not None
 
     def append(self, data: str, *, terminal: bool = False, outcome: str | None = None) -> None:
-        """Add one encoded event; evict the oldest beyond the bounds (a resume from there will expire)."""
+        """Add one event (its JSON), encoded once for the wire with its id; evict the oldest beyond the bounds
+        (a resume from there will expire)."""
         if self.finished:
             return
-        self._events.append(data)
-        self._bytes += len(data.encode())
+        encoded = format_sse_event(data_str=data, id=f"{self.id}:{self.next_position}", retry=self.retry_ms)
+        self._events.append(encoded)
+        self._bytes += len(encoded)
         self.next_position += 1
         if len(self._events) > self._max_events or self._bytes > self._max_bytes:
             drop = 0
             while len(self._events) - drop > 1 and (
                 len(self._events) - drop > self._max_events or self._bytes > self._max_bytes
             ):
-                self._bytes -= len(self._events[drop].encode())
+                self._bytes -= len(self._events[drop])
                 drop += 1
             del self._events[:drop]
             self._base += drop
@@ -133,12 +140,12 @@ class Stream:
             self.finished = True
             self.outcome = outcome
             self.finished_at = time.monotonic()
-        self._changed.set()
-        self._changed = asyncio.Event()
         if self._followers:
             # Checked here, by the producer: a reader stuck in a send (its client stopped reading) is
             # suspended and cannot notice its own lag.
             now = time.monotonic()
+            for reader in self._followers:
+                reader.wake.set()
             for reader in [r for r in self._followers if not r.dropped and r.stuck(self.last_position, now)]:
                 reader.dropped = True
                 if self.on_reader_dropped is not None:
@@ -153,22 +160,24 @@ class Stream:
         """True when every event after `position` is still in the buffer."""
         return position + 1 >= self.first_kept and position <= self.last_position
 
-    async def follow(self, reader: Reader) -> AsyncIterator[tuple[int, str]]:
-        """Events after the reader's position, live, until the stream is finished or the reader dropped."""
-        while not reader.dropped:
-            changed = self._changed
-            while reader.position < self.last_position and not reader.dropped:
-                index = reader.position + 1 - self._base
-                if index < 0:
-                    raise LookupError("events evicted")
-                reader.position += 1
-                reader.moved_at = time.monotonic()
-                yield reader.position, self._events[index]
-            if self.finished and reader.position == self.last_position:
+    def take(self, reader: Reader) -> bytes:
+        """Every event after the reader's position, as one piece of the body; moves the reader to the end.
+
+        Raises LookupError when some of those events were evicted (the reader fell too far behind).
+        """
+        if reader.dropped or reader.position >= self.last_position:
+            if self.finished and reader.position >= self.last_position:
                 self.delivered = True
-            if self.finished or reader.dropped:
-                return
-            await changed.wait()
+            return b""
+        start = reader.position + 1 - self._base
+        if start < 0:
+            raise LookupError("events evicted")
+        chunk = self._events[start] if start == len(self._events) - 1 else b"".join(self._events[start:])
+        reader.position = self.last_position
+        reader.moved_at = time.monotonic()
+        if self.finished:
+            self.delivered = True
+        return chunk
 
     def _add(self, reader: Reader) -> None:
         self._followers.append(reader)
@@ -236,18 +245,22 @@ class StreamHub:
         data: str,
         outcome: str,
         *,
+        retry_ms: int | None = None,
         received: float | None = None,
         log_fields: dict[str, object] | None = None,
     ) -> Stream:
         """A stream of one terminal event (a refusal), kept so a reconnect after it gets 204."""
         self._sweep()
-        stream = self._new(received, log_fields)
+        stream = self._new(received, log_fields, retry_ms)
         stream.append(data, terminal=True, outcome=outcome)
         self._streams[stream.id] = stream
         return stream
 
-    def _new(self, received: float | None, log_fields: dict[str, object] | None) -> Stream:
-        stream = Stream(f"{self.machine_id}-{secrets.token_hex(6)}", self.max_events, self.max_bytes)
+    def _new(
+        self, received: float | None, log_fields: dict[str, object] | None, retry_ms: int | None = None
+    ) -> Stream:
+        stream_id = f"{self.machine_id}-{secrets.token_hex(6)}"
+        stream = Stream(stream_id, self.max_events, self.max_bytes, retry_ms)
         if received is not None:
             stream.received = received
         stream.log_fields = dict(log_fields or {})
@@ -279,6 +292,7 @@ class StreamHub:
             self._abandon(stream)
 
     def _drop(self, stream: Stream, reader: Reader) -> None:
+        reader.wake.set()
         behind = stream.last_position - reader.position
         log.info("dropping a slow reader of %s (%d events behind)", stream.id, behind)
         self.detach(stream, reader)

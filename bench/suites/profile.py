@@ -35,21 +35,14 @@ INCLUSIVE = [
     ("  TextEvent encoding (pydantic)", r"^_Event\.to_json \(zantara_rag/events\.py|TextEvent"),
     ("  Stream.append (buffer, wake readers)", r"^Stream\.append \(zantara_rag/streams\.py"),
     ("  metrics", r"\(zantara_rag/metrics\.py"),
-    (
-        "response: FastAPI SSE producer (follow, ServerSentEvent, encode)",
-        r"_sse_producer_cm\.<locals>\._producer \(",
-    ),
-    ("  Stream.follow", r"^Stream\.follow \(zantara_rag/streams\.py"),
-    ("  chat_stream generator", r"^chat_stream \(zantara_rag/routes/chat\.py"),
-    ("response: FastAPI keep-alive inserter", r"_keepalive_inserter \("),
-    ("response: Starlette StreamingResponse", r"StreamingResponse\.stream_response \("),
+    ("response: StreamRelay (take, send, heartbeat)", r"^StreamRelay\.__call__ \(zantara_rag/relay\.py"),
+    ("  Stream.take (join pending events)", r"^Stream\.take \(zantara_rag/streams\.py"),
     (
         "  middleware send wrappers",
         r"\((zantara_rag/(middleware|request_log)|starlette/middleware/cors|starlette/_exception)",
     ),
     ("  uvicorn send (h11)", r"\(uvicorn/protocols/http/"),
     ("anyio (all)", r"\(anyio/"),
-    ("  anyio under FastAPI's SSE machinery", (r"\(anyio/", r"\(fastapi/routing\.py")),
     ("  anyio socket streams (the upstream connection)", (r"\(anyio/", r"\(httpcore2/|^StreamProtocol\.")),
 ]
 PACKAGES = [

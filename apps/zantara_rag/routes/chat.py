@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Depends, Header, Query, Request
 
 from ..admission import Ticket, client_key
 from ..answer import AnswerMeta, OverBudgetAnswerer
@@ -23,6 +22,7 @@ from ..auth import authenticate
 from ..chat import ChatRequest, check_request_target, parse_chat
 from ..errors import InvalidRequest, ShuttingDown, StreamExpired, ZantaraError
 from ..pipeline import error_json, produce
+from ..relay import SSE_ITEM_SCHEMA, StreamRelay
 from ..services import Services, ServicesDep
 from ..streams import EventId, Reader, Stream
 
@@ -46,7 +46,7 @@ class ReplayElsewhere(Exception):
 class Opened:
     stream: Stream
     after: int
-    retry_ms: int | None = None  # the SSE `retry:` hint of a refusal that names a wait
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class TicketHolder:
@@ -104,13 +104,15 @@ def _log_fields(request: Request, services: Services, chat: ChatRequest | None =
 def _rejected(services: Services, error: ZantaraError, received: float, fields: dict[str, object]) -> Opened:
     """A one-event finished stream, so that a reconnect after the error gets 204 rather than a retry loop."""
     data = error_json(error, 0, retry_after=error.retry_after)
-    stream = services.hub.create_finished(data, outcome=error.code, received=received, log_fields=fields)
-    return Opened(stream, 0, retry_ms=error.retry_after * 1000 if error.retry_after is not None else None)
+    retry_ms = error.retry_after * 1000 if error.retry_after is not None else None
+    stream = services.hub.create_finished(
+        data, outcome=error.code, retry_ms=retry_ms, received=received, log_fields=fields
+    )
+    return Opened(stream, 0)
 
 
 async def open_stream(
     request: Request,
-    response: Response,
     services: ServicesDep,
     holder: Annotated[TicketHolder, Depends(hold_ticket)],
     query: Annotated[str | None, Query(description="The user's question.")] = None,
@@ -130,6 +132,7 @@ async def open_stream(
     received = time.monotonic()
     in_band = wants_event_stream(accept)
     settings = services.settings
+    headers: dict[str, str] = {}
     try:
         raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
         check_request_target(raw_path, request.scope["query_string"], settings.max_url_bytes)
@@ -149,7 +152,7 @@ async def open_stream(
         retrieval = await services.retriever.retrieve(chat.query)
         services.metrics.retrieved(retrieval)
         if settings.timing_headers:
-            response.headers["Server-Timing"] = server_timing(
+            headers["Server-Timing"] = server_timing(
                 validate=(validated - received) * 1000,
                 admit=(admitted - validated) * 1000,
                 embed=retrieval.embed_ms,
@@ -180,7 +183,7 @@ async def open_stream(
         log_fields=_log_fields(request, services, chat),
     )
     _count_tokens(services, stream, client)
-    return Opened(stream, 0)
+    return Opened(stream, 0, headers)
 
 
 def _resume(services: Services, request: Request, raw: str) -> Opened:
@@ -207,9 +210,8 @@ def _resume(services: Services, request: Request, raw: str) -> Opened:
 
 @dataclass
 class Following:
-    stream: Stream
+    opened: Opened
     reader: Reader
-    retry_ms: int | None = None
 
 
 async def follow_stream(
@@ -217,15 +219,14 @@ async def follow_stream(
 ) -> AsyncIterator[Following]:
     """The response's place among the stream's readers, for exactly as long as the response lives.
 
-    A dependency rather than the generator's `finally`: FastAPI does not close the generator when the
-    client leaves while it is suspended at a `yield` (it is finalized later, by the garbage collector),
-    and the reader must leave at once so that the upstream request is cancelled on time.
+    Its exit runs when `StreamRelay` returns: after the last event, or as soon as the client has left, so
+    that the upstream request is cancelled on time (or the grace window starts).
     """
     hub = services.hub
     reader = hub.attach(opened.stream, opened.after)
     services.metrics.stream_readers.inc()
     try:
-        yield Following(opened.stream, reader, opened.retry_ms)
+        yield Following(opened, reader)
     finally:
         services.metrics.stream_readers.dec()
         hub.detach(opened.stream, reader)
@@ -233,9 +234,11 @@ async def follow_stream(
 
 @router.get(
     "/bali-zero/chat-stream",
-    response_class=EventSourceResponse,
+    response_class=StreamRelay,
+    status_code=200,
     summary="Ask Zantara; the answer streams as Server-Sent Events",
     responses={
+        200: {"content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}}},
         204: {"description": "Reconnect to a stream whose terminal event the client already has."},
         400: {"description": "Invalid input (non-SSE clients only; SSE clients get an in-band error)."},
         401: {"description": "Authentication required and the token is missing, invalid or expired."},
@@ -247,15 +250,14 @@ async def follow_stream(
     },
 )
 async def chat_stream(
-    following: Annotated[Following, Depends(follow_stream)],
-) -> AsyncIterator[ServerSentEvent]:
-    stream = following.stream
-    try:
-        # A dropped (slow) reader's body ends without a terminal event: EventSource resumes from its id.
-        async for position, data in stream.follow(following.reader):
-            yield ServerSentEvent(raw_data=data, id=f"{stream.id}:{position}", retry=following.retry_ms)
-    except LookupError:
-        yield ServerSentEvent(raw_data=error_json(StreamExpired(), 0))
+    following: Annotated[Following, Depends(follow_stream)], services: ServicesDep
+) -> StreamRelay:
+    return StreamRelay(
+        following.opened.stream,
+        following.reader,
+        heartbeat_seconds=services.settings.heartbeat_seconds,
+        headers=following.opened.headers,
+    )
 
 
 __all__ = ["InvalidRequest", "NoContent", "ReplayElsewhere", "router"]
