@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
     parser.add_argument("--relay-streams", default="", help="override the relay stream counts, e.g. 100,300")
     parser.add_argument("--relay-apps", default="", help="override the relay apps, e.g. zantara,seed-style")
+    parser.add_argument(
+        "--relay-variants",
+        default="",
+        help="earlier versions to relay too (bench/variants.py)",
+    )
     parser.add_argument("--profile-streams", type=int, default=0, help="streams relayed while profiling")
     parser.add_argument(
         "--label", default="", help="save results as <suite>@<label>.json (no summary, no docs)"
@@ -55,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         params["relay"]["streams"] = [int(n) for n in args.relay_streams.split(",")]
     if args.relay_apps:
         params["relay"]["apps"] = args.relay_apps.split(",")
+    if args.relay_variants:
+        streams = params["relay"]["streams"]
+        params["relay"]["variants"] = {name: streams for name in args.relay_variants.split(",")}
     if args.profile_streams:
         params["profile_streams"] = args.profile_streams
     only = [s for s in args.only.split(",") if s]

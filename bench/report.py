@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import variants
 from bench.context import RESULTS, ROOT
 
 DOC = ROOT / "docs" / "performance.md"
@@ -190,12 +191,19 @@ def before_after_section(r: dict[str, Any]) -> str:
     """Every optimisation kept, measured against what it replaced in the same run."""
     rows: list[list[Any]] = []
 
-    def add(change: str, metric: str, before: Any, after: Any, unit: str, digits: int = 2) -> None:
+    def add(
+        change: str,
+        metric: str,
+        before: Any,
+        after: Any,
+        unit: str,
+        digits: int = 2,
+        higher_is_better: bool = False,
+    ) -> None:
         if before is None or after is None:
             return
-        change_ratio = (
-            f"{before / after:.1f}× better" if after and before > after else f"{after / before:.2f}× worse"
-        )
+        good, bad = (after, before) if higher_is_better else (before, after)
+        change_ratio = f"{good / bad:.1f}× better" if bad and good > bad else f"{bad / good:.2f}× worse"
         rows.append([change, metric, f(before, digits, unit), f(after, digits, unit), change_ratio])
 
     lat = get(r, "embedding", "latency_ms") or {}
@@ -243,25 +251,48 @@ def before_after_section(r: dict[str, Any]) -> str:
             onnx_embedding, "ingestion seconds per 1,000 chunks", 1000 / torch_rate, 1000 / onnx_rate, " s", 1
         )
     rel = get(r, "relay", "cases") or {}
-    helper = next((v for k, v in rel.items() if k.startswith("zantara-sdk-helper@")), None)
-    if helper:
-        now = rel.get(f"zantara@{helper['streams']}") or {}
-        sdk = f"Claude's raw event stream (was the `messages.stream()` helper), {helper['streams']} streams"
-        add(
-            sdk,
-            "app CPU s per 1,000 events",
-            helper["app_cpu_s_per_1k_events"],
-            now.get("app_cpu_s_per_1k_events"),
-            "",
-            3,
-        )
-        add(sdk, "added latency p99", helper["latency_p99"], now.get("latency_p99"), " ms")
+    # Each variant (bench/variants.py) against the version that replaced it, at the same stream count.
+    successor = {"fastapi-sse": "zantara", "typed-events": "zantara", "sdk-helper": "zantara-typed-events"}
+    for name, after_label in successor.items():
+        for before in sorted(rel.values(), key=lambda v: v["streams"]):
+            if before["app"] != f"zantara-{name}":
+                continue
+            n = before["streams"]
+            after = rel.get(f"{after_label}@{n}") or {}
+            change = f"{variants.DESCRIPTIONS[name]}, {n} streams"
+            add(
+                change,
+                "app CPU s per 1,000 events",
+                before["app_cpu_s_per_1k_events"],
+                after.get("app_cpu_s_per_1k_events"),
+                "",
+                3,
+            )
+            add(change, "added latency p99", before["latency_p99"], after.get("latency_p99"), " ms")
+            if n >= 500:
+                add(
+                    change,
+                    "events/s delivered",
+                    before["events_per_s"],
+                    after.get("events_per_s"),
+                    "",
+                    0,
+                    higher_is_better=True,
+                )
     micro = get(r, "profile", "sdk_us_per_event") or {}
     add(
-        "the same, SDK alone",
+        "SDK alone: `messages.stream()` helper → `messages.create(stream=True)`",
         "CPU per upstream event",
         micro.get("messages.stream() helper"),
         micro.get("messages.create(stream=True)"),
+        " µs",
+        1,
+    )
+    add(
+        "SDK alone: `messages.create(stream=True)` → `client.post`, JSON events",
+        "CPU per upstream event",
+        micro.get("messages.create(stream=True)"),
+        micro.get("client.post, JSON events (the service)"),
         " µs",
         1,
     )

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .chat import ChatRequest
 from .errors import UpstreamInterrupted
@@ -200,49 +200,74 @@ class Answerer:
         self, model: str, system: list[dict[str, Any]], messages: list[dict[str, Any]], meta: AnswerMeta
     ) -> AsyncIterator[str]:
         """One streamed request, bounded by first-token, idle and total timeouts."""
+        from anthropic import AsyncStream  # imported with the client (make_client), not at start-up
+
         s = self.settings
         assert self.client is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.upstream_total_timeout
         meta.upstream_attempts += 1
+        idle_slack = s.upstream_idle_timeout * 1.1
         sent = time.perf_counter()
         first = True
         # The producer task that drives this generator does no other awaiting between items, so the
         # timeout scope cannot fire outside this generator's own awaits.
         async with asyncio.timeout(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:
-            # The raw event stream, not the `messages.stream()` helper: the helper also rebuilds a snapshot
-            # of the whole message and a second event object for every delta, which took over half of this
-            # process's CPU while relaying (docs/performance.md). The raw events carry all that is read here;
-            # errors (`event: error`) and closing on exit are the same, the helper wraps this very stream.
-            async with (
-                self._in_flight(),
-                await self.client.messages.create(
-                    model=model, max_tokens=s.max_output_tokens, system=system, messages=messages, stream=True
-                ) as stream,
-            ):
-                output_tokens = 0
-                headers = time.perf_counter()
-                meta.timing.setdefault("upstream_connect", (headers - sent) * 1000)
-                try:
-                    async for event in stream:
-                        if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                            if not event.delta.text:
-                                continue
-                            if first:
-                                first = False
-                                waited = (time.perf_counter() - headers) * 1000
-                                meta.timing.setdefault("upstream_first_token", waited)
-                            scope.reschedule(min(loop.time() + s.upstream_idle_timeout, deadline))
-                            output_tokens += 1  # an estimate until message_delta reports the real count
-                            yield event.delta.text
-                        elif event.type == "message_start":
-                            usage = event.message.usage
-                            meta.input_tokens += usage.input_tokens or 0
-                            meta.cache_read_tokens += usage.cache_read_input_tokens or 0
-                        elif event.type == "message_delta" and event.usage is not None:
-                            output_tokens = event.usage.output_tokens or output_tokens
-                finally:
-                    meta.output_tokens += output_tokens
+            async with self._in_flight():
+                # The raw event stream as JSON, through `client.post` (the SDK's own way to call an endpoint
+                # with a chosen response type): the same client, headers, timeouts, SSE decoder, `event:
+                # error` handling, error classes and closing on exit as `messages.create(stream=True)`, which
+                # would also validate every event against the SDK's union of event models (pydantic): half
+                # of this process's CPU when it relays hundreds of streams (docs/performance.md). The
+                # `messages.stream()` helper costs more again: it rebuilds a snapshot of the whole message
+                # and a second event object for every delta.
+                stream = await self.client.post(
+                    "/v1/messages",
+                    body={
+                        "model": model,
+                        "max_tokens": s.max_output_tokens,
+                        "system": system,
+                        "messages": messages,
+                        "stream": True,
+                    },
+                    cast_to=object,
+                    stream=True,
+                    stream_cls=AsyncStream[object],
+                )
+                async with stream:
+                    output_tokens = 0
+                    headers = time.perf_counter()
+                    meta.timing.setdefault("upstream_connect", (headers - sent) * 1000)
+                    try:
+                        async for item in stream:
+                            event = cast(dict[str, Any], item)
+                            kind = event.get("type")
+                            if kind == "content_block_delta":
+                                delta = event.get("delta") or {}
+                                text = delta.get("text") if delta.get("type") == "text_delta" else None
+                                if not text or not isinstance(text, str):
+                                    continue
+                                now = loop.time()
+                                if first:
+                                    first = False
+                                    waited = (time.perf_counter() - headers) * 1000
+                                    meta.timing.setdefault("upstream_first_token", waited)
+                                    scope.reschedule(min(now + idle_slack, deadline))
+                                elif (scope.when() or 0.0) - now < s.upstream_idle_timeout:
+                                    # Re-armed lazily, not per delta (that cost ~6 % of the CPU while
+                                    # relaying): a silence fails between 1× and 1.1× the idle timeout.
+                                    scope.reschedule(min(now + idle_slack, deadline))
+                                output_tokens += 1  # an estimate until message_delta reports the real count
+                                yield text
+                            elif kind == "message_start":
+                                usage = (event.get("message") or {}).get("usage") or {}
+                                meta.input_tokens += usage.get("input_tokens") or 0
+                                meta.cache_read_tokens += usage.get("cache_read_input_tokens") or 0
+                            elif kind == "message_delta":
+                                usage = event.get("usage") or {}
+                                output_tokens = usage.get("output_tokens") or output_tokens
+                    finally:
+                        meta.output_tokens += output_tokens
 
 
 def make_client(settings: Settings) -> Any | None:

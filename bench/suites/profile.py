@@ -120,6 +120,19 @@ def sdk_paths(spec: dict[str, Any]) -> dict[str, Any]:
                 count += event.type == "content_block_delta"
         return count
 
+    async def post(client: Any) -> int:
+        count = 0
+        async with await client.post(
+            "/v1/messages",
+            body={**request, "stream": True},
+            cast_to=object,
+            stream=True,
+            stream_cls=anthropic.AsyncStream[object],
+        ) as stream:
+            async for event in stream:
+                count += event.get("type") == "content_block_delta"
+        return count
+
     async def lines(client: Any) -> int:
         count = 0
         headers = {"x-api-key": "x", "anthropic-version": "2023-06-01"}
@@ -138,10 +151,11 @@ def sdk_paths(spec: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, list[float]] = {
             "messages.stream() helper": [],
             "messages.create(stream=True)": [],
+            "client.post, JSON events (the service)": [],
             "httpx2 lines only": [],
         }
         for _ in range(int(spec.get("rounds", 3))):
-            for name, fn in zip(out, (helper, raw, lines), strict=True):
+            for name, fn in zip(out, (helper, raw, post, lines), strict=True):
                 t = cpu()
                 count = await fn(client)
                 out[name].append((cpu() - t) / max(1, count) * 1e6)

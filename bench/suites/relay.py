@@ -78,18 +78,19 @@ def run(bench: Any) -> dict[str, Any]:
         return list(params["streams"] if full else params.get("baseline_streams", params["streams"]))
 
     cases: list[tuple[str, str, dict[str, Any], list[int]]] = [(app, app, {}, counts(app)) for app in apps]
-    if params.get("sdk_helper_variant") and "zantara" in apps:
-        # Before/after of reading the raw event stream instead of the SDK's `messages.stream()` helper.
-        tree = variants.sdk_helper()
-        if tree is None:
-            bench.log("relay: the messages.stream() variant cannot be rebuilt from answer.py; skipped")
-        else:
+    if "zantara" in apps:
+        # Before/after of each optimisation of the relay path: the earlier service, the same load, this run.
+        for name, variant_counts in (params.get("variants") or {}).items():
+            tree = variants.build(name)
+            if tree is None:
+                bench.log(
+                    f"relay: the {name} variant cannot be rebuilt (git revision or change missing); skipped"
+                )
+                continue
             env = {"PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
-            # Below saturation for both, so the difference is CPU per event, not queueing.
-            n = int(params.get("variant_streams", min(params["streams"])))
-            cases.append(("zantara-sdk-helper", "zantara", env, [n]))
+            cases.append((f"zantara-{name}", "zantara", env, list(variant_counts)))
             i = next(i for i, case in enumerate(cases) if case[0] == "zantara")
-            cases[i] = ("zantara", "zantara", {}, sorted({n, *cases[i][3]}))
+            cases[i] = ("zantara", "zantara", {}, sorted({*variant_counts, *cases[i][3]}))
     with Upstream() as upstream:
         for label, app, extra, counts in cases:
             env = {"HEARTBEAT_SECONDS": HEARTBEAT_S, **extra}
