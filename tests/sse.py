@@ -83,6 +83,9 @@ def assert_contract(got: Received, *, expect_error: str | None = None) -> None:
     assert got.headers["cache-control"] == "no-cache, no-transform"
     assert got.headers["x-accel-buffering"] == "no"
     assert got.headers["content-encoding"] == "none"
+    # Streamed: no length announced (a proxy would wait for it), each header exactly once.
+    assert "content-length" not in got.headers
+    assert all(len(got.headers.get_list(name)) == 1 for name in ("content-type", "cache-control"))
     assert got.events, "no events"
     # Each payload is compact JSON with non-ASCII as raw UTF-8: byte-identical to this re-encoding.
     for raw, event in zip(got.raw, got.events, strict=True):

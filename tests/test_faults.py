@@ -120,8 +120,14 @@ def test_a_second_failure_moves_to_the_fallback_model(server: ServerProcess, fak
 
 @pytest.mark.parametrize(
     "scenario",
-    [{"status": 529}, {"first_token_delay_ms": 60_000}, {"cut_after_chunks": 0}],
-    ids=["529", "stall-before-first-token", "cut-before-text"],
+    [
+        {"status": 529},
+        {"first_token_delay_ms": 60_000},
+        # Pings keep the socket busy: only our own first-token deadline can end the wait.
+        {"first_token_delay_ms": 60_000, "ping_every_ms": 200},
+        {"cut_after_chunks": 0},
+    ],
+    ids=["529", "stall-before-first-token", "pings-but-no-first-token", "cut-before-text"],
 )
 def test_three_failures_end_in_the_labelled_extractive_answer(
     server: ServerProcess, fake: FakeAnthropic, scenario: dict[str, Any]
@@ -137,6 +143,8 @@ def test_three_failures_end_in_the_labelled_extractive_answer(
         # Each stalled request was closed by us at UPSTREAM_FIRST_TOKEN_TIMEOUT, not left hanging.
         assert {r["outcome"] for r in records} == {"client_disconnected"}
         assert all(r["chunks_sent"] == 0 for r in records)
+        # ... at the deadline (1.5 s), not at the fake's 60 s: nothing else would have ended the wait.
+        assert all(1.4 <= r["ended_at"] - r["started_at"] < 6 for r in records), records
 
 
 @pytest.mark.parametrize(
@@ -173,8 +181,9 @@ def test_a_refusal_goes_straight_to_extractive_and_is_logged_loudly(
         {"cut_after_chunks": 3},
         {"cut_after_chunks": 3, "cut_mode": "reset"},
         {"stall_after_chunks": 3},
+        {"stall_after_chunks": 3, "ping_every_ms": 200},
     ],
-    ids=["overloaded-error-event", "connection-cut", "connection-reset", "stall"],
+    ids=["overloaded-error-event", "connection-cut", "connection-reset", "stall", "pings-but-no-text"],
 )
 def test_an_interrupted_answer_is_continued_by_the_fallback_without_repetition(
     server: ServerProcess, fake: FakeAnthropic, fault: dict[str, Any]

@@ -212,7 +212,7 @@ class Answerer:
         first = True
         # The producer task that drives this generator does no other awaiting between items, so the
         # timeout scope cannot fire outside this generator's own awaits.
-        async with asyncio.timeout(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:
+        async with asyncio.timeout_at(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:
             async with self._in_flight():
                 # The raw event stream as JSON, through `client.post` (the SDK's own way to call an endpoint
                 # with a chosen response type): the same client, headers, timeouts, SSE decoder, `event:
@@ -285,7 +285,10 @@ def make_client(settings: Settings) -> Any | None:
         timeout=httpx2.Timeout(
             settings.upstream_total_timeout,
             connect=settings.upstream_connect_timeout,
-            read=settings.upstream_idle_timeout,
+            # No per-read timeout: `_claude`'s own scope bounds the wait for the first token and every
+            # silence after it, and a per-read deadline is a timer armed and cancelled for every event
+            # (anyio's cancel scope), ~10 % of the process's CPU at 500 streams (docs/performance.md).
+            read=None,
         ),
     )
 

@@ -70,6 +70,7 @@ SCENARIO_FIELDS = frozenset(
         "delay_ms",
         "stall_after_chunks",
         "stall_ms",
+        "ping_every_ms",  # as Anthropic does: `event: ping` every so often, while silent or not
         "error_after_chunks",
         "cut_after_chunks",
         "cut_mode",  # "close" (default: FIN mid-body) or "reset" (TCP RST)
@@ -270,7 +271,7 @@ def validate_scenario(scenario: Any) -> dict[str, Any]:
     ):
         if key in scenario and not (isinstance(scenario[key], int) and scenario[key] >= 0):
             raise ValueError(f"{key} must be a non-negative integer")
-    for key in ("first_token_delay_ms", "delay_ms", "stall_ms", "retry_after_ms"):
+    for key in ("first_token_delay_ms", "delay_ms", "stall_ms", "retry_after_ms", "ping_every_ms"):
         if key in scenario and not (isinstance(scenario[key], int | float) and scenario[key] >= 0):
             raise ValueError(f"{key} must be a non-negative number")
     headers = scenario.get("headers")
@@ -387,11 +388,21 @@ class _Stream(_Exchange):
         self.stop_reason = stop_reason
         self.stalled = False
         conn.transport.write(head)
+        self.ping_every = float(plan.get("ping_every_ms", 0)) / 1000
+        self.pinger: asyncio.TimerHandle | None = None
+        if self.ping_every > 0:
+            self.pinger = self.loop.call_later(self.ping_every, self.ping)
         self.next_at = self.loop.time() + self.first_delay
         if self.first_delay > 0:
             self.handle = self.loop.call_at(self.next_at, self.step)
         else:
             self.step()
+
+    def ping(self) -> None:
+        if self.done or self.conn.closed:
+            return
+        self.conn.transport.write(_event("ping", {"type": "ping"}))
+        self.pinger = self.loop.call_later(self.ping_every, self.ping)
 
     def step(self) -> None:
         self.handle = None
