@@ -21,7 +21,11 @@ def test_smoke_script_passes_against_a_live_server(extractive_server: ServerProc
 def test_smoke_script_fails_readably_against_a_dead_port() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run(
-        ["bash", str(SMOKE), dead], capture_output=True, text=True, timeout=120, check=False,
+        ["bash", str(SMOKE), dead],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={"PATH": "/usr/bin:/bin", "SMOKE_TIMEOUT": "3"},
     )
     assert out.returncode != 0
