@@ -5,7 +5,8 @@ A variant is a directory holding a `zantara_rag` package, put first on the app's
 - `fastapi-sse`: the package at revision 7e36f9f, which sent events through FastAPI's generator-based SSE
   loop (before `relay.StreamRelay`);
 - `typed-events`: the package at a377335, `StreamRelay` but Claude's events validated into the SDK's typed
-  models by `messages.create(stream=True)` (before `client.post` with JSON events);
+  models by `messages.create(stream=True)`, an HTTP read timeout and the idle deadline re-armed per delta
+  (before `client.post` with JSON events and the lazy deadlines);
 - `sdk-helper`: `typed-events` with answer.py's raw event stream undone, textually, back to the
   `messages.stream()` helper.
 
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REVISIONS = {"fastapi-sse": "7e36f9f", "typed-events": "a377335"}
 DESCRIPTIONS = {
     "fastapi-sse": "StreamRelay (was FastAPI's generator SSE loop)",
-    "typed-events": "Claude's events as JSON via `client.post` (were typed SDK models)",
+    "typed-events": "Claude's stream read as JSON via `client.post`, no per-read or per-delta timer "
+    "(was typed SDK models, both timers)",
     "sdk-helper": "Claude's raw event stream (was the `messages.stream()` helper)",
 }
 
