@@ -64,7 +64,7 @@ class Reader:
         self.moved_at = time.monotonic()
         self.dropped = False
         self.attached = True
-        # Set on every append and when the reader is dropped: its response waits on it.
+        # Set on every append (a drop happens inside one): its response waits on it.
         self.wake = asyncio.Event()
 
     def stuck(self, last_position: int, now: float) -> bool:
@@ -142,11 +142,14 @@ class Stream:
             self.finished_at = time.monotonic()
         if self._followers:
             # Checked here, by the producer: a reader stuck in a send (its client stopped reading) is
-            # suspended and cannot notice its own lag.
+            # suspended and cannot notice its own lag. Collected first: dropping detaches (edits the list).
             now = time.monotonic()
+            stuck: list[Reader] = []
             for reader in self._followers:
                 reader.wake.set()
-            for reader in [r for r in self._followers if not r.dropped and r.stuck(self.last_position, now)]:
+                if not reader.dropped and reader.stuck(self.last_position, now):
+                    stuck.append(reader)
+            for reader in stuck:
                 reader.dropped = True
                 if self.on_reader_dropped is not None:
                     self.on_reader_dropped(self, reader)
@@ -292,7 +295,6 @@ class StreamHub:
             self._abandon(stream)
 
     def _drop(self, stream: Stream, reader: Reader) -> None:
-        reader.wake.set()
         behind = stream.last_position - reader.position
         log.info("dropping a slow reader of %s (%d events behind)", stream.id, behind)
         self.detach(stream, reader)

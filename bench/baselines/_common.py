@@ -8,6 +8,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
 from zantara_rag.answer import make_client
 from zantara_rag.chat import ChatRequest
 from zantara_rag.embedder import Embedder
@@ -73,3 +76,21 @@ async def parts() -> AsyncIterator[Parts]:
         if anthropic_client is not None:
             await anthropic_client.close()
         embedder.close()
+
+
+def baseline_app() -> FastAPI:
+    """A FastAPI app whose lifespan puts the shared `Parts` on `app.state.parts`, with `GET /ready`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with parts() as p:
+            app.state.parts = p
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        return JSONResponse({"status": "ready"})
+
+    return app

@@ -9,27 +9,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Request
+from fastapi.responses import StreamingResponse
 
-from bench.baselines._common import Parts, done_event, parts, sources_event, text_event
+from bench.baselines._common import Parts, baseline_app, done_event, sources_event, text_event
 
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with parts() as p:
-        app.state.parts = p
-        yield
-
-
-app = FastAPI(lifespan=lifespan)
-
-
-@app.get("/ready")
-async def ready() -> JSONResponse:
-    return JSONResponse({"status": "ready"})
+app = baseline_app()
 
 
 @app.get("/bali-zero/chat-stream")
