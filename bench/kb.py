@@ -105,9 +105,9 @@ def _settings(path: Path) -> Any:
 
 def _base() -> Path:
     """The sample knowledge base, ingested once by the real code path."""
-    from zantara_rag.embedder import Embedder
-    from zantara_rag.ingest import ingest
-    from zantara_rag.store import VectorStore, connect
+    from zantara_rag.knowledge.ingest import ingest
+    from zantara_rag.retrieval.embedder import Embedder
+    from zantara_rag.retrieval.store import VectorStore, connect
 
     base = CACHE / f"base-v{VERSION}"
     if (base / "build.json").is_file():
@@ -116,7 +116,15 @@ def _base() -> Path:
     settings = _settings(base / "chroma")
     store = VectorStore(connect(settings), settings.chroma_collection, settings.embedding_model)
     embedder = Embedder(settings.embedding_model)
-    report = ingest([settings.knowledge_path], store, embedder, max_chars=1200, overlap=150, progress=False)
+    report = ingest(
+        [settings.knowledge_path],
+        store,
+        embedder,
+        root=settings.knowledge_path,
+        max_chars=1200,
+        overlap=150,
+        progress=False,
+    )
     embedder.close()
     (base / "build.json").write_text(
         json.dumps(
@@ -129,7 +137,7 @@ def _base() -> Path:
 def build(size: int) -> dict[str, Any]:
     import numpy as np
 
-    from zantara_rag.store import VectorStore, connect
+    from zantara_rag.retrieval.store import VectorStore, connect
 
     done = built(size)
     if done is not None:

@@ -49,11 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps"))
 
 from bench import machine  # noqa: E402
-from zantara_rag.embedder import Embedder  # noqa: E402
-from zantara_rag.ingest import IngestReport, ingest  # noqa: E402
-from zantara_rag.retrieval import LEXICAL_WEIGHT, RERANK_CANDIDATES, Passage, Retriever  # noqa: E402
+from zantara_rag.domain import Passage  # noqa: E402
+from zantara_rag.knowledge.ingest import IngestReport, ingest  # noqa: E402
+from zantara_rag.retrieval.embedder import Embedder  # noqa: E402
+from zantara_rag.retrieval.search import Retriever  # noqa: E402
+from zantara_rag.retrieval.store import VectorStore, connect  # noqa: E402
 from zantara_rag.settings import DEFAULT_KNOWLEDGE_PATH, Settings  # noqa: E402
-from zantara_rag.store import VectorStore, connect  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "data" / "questions.json"
 OFFTOPIC = ROOT / "tests" / "data" / "offtopic.json"
@@ -63,11 +64,15 @@ GRID_CHUNK_MAX_CHARS = (600, 900, 1200, 1800)
 GRID_OVERLAP = (0, 150)
 GRID_TOP_K = (4, 6, 10)
 GRID_MIN_SIMILARITY = (0.0, 0.2, 0.25, 0.3, 0.35)
-GRID_LEXICAL_WEIGHT = (0.0, LEXICAL_WEIGHT)  # the Retriever's lexical re-rank off / as shipped
 
 
 def _default(name: str) -> Any:
     return Settings.model_fields[name].default
+
+
+LEXICAL_WEIGHT = _default("lexical_weight")
+RERANK_CANDIDATES = _default("rerank_candidates")
+GRID_LEXICAL_WEIGHT = (0.0, LEXICAL_WEIGHT)  # the Retriever's lexical re-rank off / as shipped
 
 
 @dataclass(frozen=True, order=True)
@@ -85,7 +90,7 @@ class Config:
             _default("chunk_overlap_chars"),
             _default("retrieval_top_k"),
             _default("min_similarity"),
-            Retriever.lexical_weight,
+            LEXICAL_WEIGHT,
         )
 
     def label(self) -> str:
@@ -188,16 +193,30 @@ def build_index(
     tmp = tempfile.TemporaryDirectory(prefix="zantara-bench-")
     settings = Settings(chroma_path=Path(tmp.name) / "chroma")
     store = VectorStore.reset(connect(settings), settings.chroma_collection, embedder.name)
-    report = ingest([knowledge], store, embedder, max_chars=chunk_max_chars, overlap=overlap, progress=False)
+    report = ingest(
+        [knowledge],
+        store,
+        embedder,
+        root=knowledge,
+        max_chars=chunk_max_chars,
+        overlap=overlap,
+        progress=False,
+    )
     if report.failed:
         raise RuntimeError(f"ingestion failed for {report.failed}")
     return Index(chunk_max_chars, overlap, store, report, store.count(), tmp)
 
 
 def make_retriever(embedder: Embedder, store: VectorStore, cfg: Config, sources_k: int) -> Retriever:
-    retriever = Retriever(embedder, store, cfg.top_k, sources_k, cfg.min_similarity)
-    retriever.lexical_weight = cfg.lexical_weight
-    return retriever
+    return Retriever(
+        embedder,
+        store,
+        top_k=cfg.top_k,
+        sources_k=sources_k,
+        min_similarity=cfg.min_similarity,
+        candidates=RERANK_CANDIDATES,
+        lexical_weight=cfg.lexical_weight,
+    )
 
 
 def outcome(sources: Sequence[Passage], ranked: Sequence[Passage], top_similarity: float | None) -> Outcome:

@@ -24,8 +24,8 @@ from tests.security import (
     ask_plain,
     ask_sse,
 )
-from zantara_rag.auth import mint_token, parse_ttl, verify_token
 from zantara_rag.errors import Unauthorized
+from zantara_rag.http.auth import mint_token, parse_ttl, verify_token
 from zantara_rag.settings import Settings
 
 SETTINGS = Settings(auth_secret=AUTH_SECRET, auth_secret_previous=AUTH_SECRET_PREVIOUS)
@@ -213,7 +213,7 @@ def test_the_token_subject_personalises_and_the_parameter_is_ignored(
         )
     assert "code" not in member.last and "code" not in claimed.last
     first, second = claude.requests()
-    system_file = ROOT / "apps" / "zantara_rag" / "prompts" / "system.md"
+    system_file = ROOT / "apps" / "zantara_rag" / "generation" / "prompts" / "system.md"
     assert first["body"]["system"][0] == {
         "type": "text",
         "text": system_file.read_text(encoding="utf-8").strip(),

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zantara_rag._onnx import layout
-from zantara_rag.embedder import Embedder
+from zantara_rag.retrieval._onnx import layout
+from zantara_rag.retrieval.embedder import Embedder
 from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL
 
 TEXTS = [

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ROOT, ServerProcess, base_env
-from zantara_rag.chunking import split_text
-from zantara_rag.documents import load, split_markdown
-from zantara_rag.embedder import Embedder
 from zantara_rag.errors import EmbeddingModelMismatch
-from zantara_rag.ingest import ingest
+from zantara_rag.knowledge.chunking import split_text
+from zantara_rag.knowledge.documents import load, split_markdown
+from zantara_rag.knowledge.ingest import ingest
+from zantara_rag.retrieval.embedder import Embedder
+from zantara_rag.retrieval.store import VectorStore, connect
 from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL, Settings
-from zantara_rag.store import VectorStore, connect
 
 DOC = """---
 title: Test visa
@@ -75,7 +75,7 @@ def store(tmp_path: Path) -> VectorStore:
 
 
 def run(root: Path, store: VectorStore, embedder: Embedder, prune: bool = False):  # type: ignore[no-untyped-def]
-    return ingest([root], store, embedder, max_chars=400, overlap=60, prune=prune, progress=False)
+    return ingest([root], store, embedder, root=root, max_chars=400, overlap=60, prune=prune, progress=False)
 
 
 def test_reingesting_unchanged_files_embeds_and_changes_nothing(tmp_path: Path, store, embedder) -> None:
@@ -133,7 +133,7 @@ def test_chunk_metadata(tmp_path: Path, store, embedder) -> None:
     assert {m["title"] for m in metas} == {"Test visa"}
     assert {m["url"] for m in metas} == {"https://balizero.com/kb/test"}
     assert {m["updated"] for m in metas} == {"2026-01-01"}
-    assert {m["path"] for m in metas} == {"kb/visa.md"}
+    assert {m["doc"] for m in metas} == {"kb/visa.md"} and "path" not in metas[0]
     assert all(d.startswith("Test visa — Test visa > ") for d in got["documents"])
 
 

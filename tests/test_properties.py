@@ -19,9 +19,10 @@ from httpx_sse import EventSource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zantara_rag.chat import ChatRequest, check_request_target, parse_chat
+from zantara_rag.domain import ChatRequest
 from zantara_rag.errors import InvalidRequest
 from zantara_rag.events import TextEvent, clean_text
+from zantara_rag.http.parsing import check_request_target, parse_chat
 from zantara_rag.settings import Settings
 
 LIMITS = Settings(

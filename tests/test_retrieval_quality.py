@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ROOT
-from zantara_rag.embedder import Embedder
-from zantara_rag.retrieval import Retriever
+from zantara_rag.retrieval.embedder import Embedder
+from zantara_rag.retrieval.search import Retriever
+from zantara_rag.retrieval.store import VectorStore, connect
 from zantara_rag.settings import Settings
-from zantara_rag.store import VectorStore, connect
 
 QUESTIONS = json.loads((ROOT / "tests" / "data" / "questions.json").read_text(encoding="utf-8"))
 OFFTOPIC = json.loads((ROOT / "tests" / "data" / "offtopic.json").read_text(encoding="utf-8"))
@@ -49,19 +49,8 @@ async def pipeline(kb_template: Path, tmp_path: Path) -> AsyncIterator[Pipeline]
         # kb_template is ingested with the environment's settings; these figures are for the defaults.
         assert getattr(defaults, name) == Settings.model_fields[name].default, f"{name.upper()} is overridden"
     store = VectorStore(connect(settings), settings.chroma_collection, settings.embedding_model)
-    embedder = Embedder(
-        settings.embedding_model,
-        settings.embedding_device,
-        backend=settings.embedding_backend,
-        cache_dir=settings.embedding_cache_dir,
-    )
-    retriever = Retriever(
-        embedder,
-        store,
-        Settings.model_fields["retrieval_top_k"].default,
-        Settings.model_fields["sources_top_k"].default,
-        Settings.model_fields["min_similarity"].default,
-    )
+    embedder = Embedder.from_settings(settings)
+    retriever = Retriever.from_settings(embedder, store, settings)
     try:
         yield Pipeline(retriever, store, embedder, settings)
     finally:

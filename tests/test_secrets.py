@@ -25,8 +25,8 @@ from tests.security import (
     ask_plain,
     ask_sse,
 )
-from zantara_rag.admission import Admission
 from zantara_rag.errors import ZantaraError
+from zantara_rag.http.admission import Admission
 from zantara_rag.settings import Settings
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")

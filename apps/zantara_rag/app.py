@@ -15,15 +15,18 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from . import __version__
 from .errors import ZantaraError
 from .events import error_body
-from .middleware import OriginGate
-from .request_log import RequestLog
-from .routes import chat, health, metrics
+from .http import chat_stream, health, prometheus
+from .http.admission import Admission
+from .http.origin import OriginGate
+from .http.request_log import RequestLog
 from .services import build_services, ingest_sample_if_empty
 from .settings import PACKAGE_DIR, Settings
 
 log = logging.getLogger(__name__)
 
 SSE_TEST_NAME = "SSE_TEST.html"
+# Longest the shutdown waits for the first-start ingestion to finish the document it is on.
+INGESTION_STOP_SECONDS = 10.0
 
 
 def sse_test_page() -> Path | None:
@@ -42,15 +45,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             services = await build_services(settings)
+            admission = Admission.from_settings(settings, on_refusal=services.metrics.rate_limited)
         except ZantaraError as exc:
             log.error("cannot start: %s", exc.message)
             raise
         app.state.services = services
+        app.state.admission = admission
         ingestion = asyncio.create_task(ingest_sample_if_empty(services))
         try:
             yield
         finally:
-            ingestion.cancel()
+            # Cancelling the task would not stop its thread: ask it to stop before its next file, and wait.
+            services.stop_ingestion.set()
+            await asyncio.wait({ingestion}, timeout=INGESTION_STOP_SECONDS)
             await services.aclose()
 
     app = FastAPI(
@@ -60,9 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.include_router(chat.router)
+    app.include_router(chat_stream.router)
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    app.include_router(prometheus.router)
 
     @app.get("/sse-test", include_in_schema=False)
     async def sse_test() -> Response:
@@ -78,12 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             error_body(exc.code, exc.message, **extra), status_code=exc.status, headers=exc.response_headers()
         )
 
-    @app.exception_handler(chat.NoContent)
-    async def no_content(request: Request, exc: chat.NoContent) -> Response:
+    @app.exception_handler(chat_stream.NoContent)
+    async def no_content(request: Request, exc: chat_stream.NoContent) -> Response:
         return Response(status_code=204)
 
-    @app.exception_handler(chat.ReplayElsewhere)
-    async def replay(request: Request, exc: chat.ReplayElsewhere) -> Response:
+    @app.exception_handler(chat_stream.ReplayElsewhere)
+    async def replay(request: Request, exc: chat_stream.ReplayElsewhere) -> Response:
         return Response(status_code=204, headers={"fly-replay": f"prefer_instance={exc.machine}"})
 
     # Outermost first: the origin gate refuses before anything runs; CORS echoes allowed origins.

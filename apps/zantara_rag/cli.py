@@ -68,11 +68,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from .embedder import Embedder
     from .errors import EmbeddingModelMismatch
-    from .ingest import ingest
+    from .knowledge.ingest import ingest
     from .logs import configure_logging
-    from .store import VectorStore, connect
+    from .retrieval.embedder import Embedder
+    from .retrieval.store import VectorStore, connect
 
     settings = load_settings()
     configure_logging(settings)
@@ -90,16 +90,12 @@ def _ingest(args: argparse.Namespace) -> int:
     except EmbeddingModelMismatch as exc:
         print(f"zantara-rag ingest: {exc.message}", file=sys.stderr)
         return 2
-    embedder = Embedder(
-        settings.embedding_model,
-        settings.embedding_device,
-        backend=settings.embedding_backend,
-        cache_dir=settings.embedding_cache_dir,
-    )
+    embedder = Embedder.from_settings(settings)
     report = ingest(
         paths,
         store,
         embedder,
+        root=settings.knowledge_path,
         max_chars=settings.chunk_max_chars,
         overlap=settings.chunk_overlap_chars,
         prune=args.prune,
@@ -110,7 +106,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from .auth import mint_token, parse_ttl
+    from .http.auth import mint_token, parse_ttl
 
     settings = load_settings()
     if settings.auth_secret is None:

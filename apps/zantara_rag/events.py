@@ -12,6 +12,9 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from .errors import ZantaraError
 
 
 def now() -> float:
@@ -81,8 +84,9 @@ class DoneEvent(_Event):
     model: str | None = None
     degraded: bool | None = None
     usage: Usage | None = None
-    # Only with TIMING_HEADERS=true (benchmarks): milliseconds spent in each stage of the producer.
-    timing: dict[str, float] | None = None
+    # Only with TIMING_HEADERS=true (benchmarks): milliseconds spent in each stage of the producer. A
+    # benchmark aid, not part of the documented contract: left out of the schema.
+    timing: SkipJsonSchema[dict[str, float] | None] = None
 
 
 class ErrorEvent(_Event):
@@ -95,8 +99,16 @@ class ErrorEvent(_Event):
     timestamp: float
     retry_after: int | None = Field(None, alias="retryAfter")
 
-
-WireEvent = TextEvent | SourcesEvent | DoneEvent | ErrorEvent
+    @classmethod
+    def of(cls, error: ZantaraError, sequence_number: int, *, retry_after: int | None = None) -> ErrorEvent:
+        """The terminal event for `error`, after `sequence_number` text events, stamped now."""
+        return cls(
+            error=error.message,
+            code=error.code,
+            sequence_number=sequence_number,
+            timestamp=now(),
+            retry_after=retry_after,
+        )
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

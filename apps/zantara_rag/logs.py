@@ -10,14 +10,12 @@ import re
 import secrets
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import SecretStr
 
+from .domain import FinishedStream
 from .settings import Settings
-
-if TYPE_CHECKING:
-    from .streams import Stream
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _TRACEBACK = "Traceback (most recent call last):"
@@ -80,20 +78,18 @@ class EmailHasher:
 stream_log = logging.getLogger("zantara_rag.streams")
 
 
-def log_stream_end(stream: Stream) -> None:
+def log_stream_end(stream: FinishedStream) -> None:
     """One line per finished stream: what an operator needs to follow an answer, nothing a user typed."""
-    from .answer import AnswerMeta
-
     fields: dict[str, Any] = {"stream_id": stream.id, **stream.log_fields, "outcome": stream.outcome}
     meta = stream.meta
-    if isinstance(meta, AnswerMeta):
+    if meta is not None:
         fields.update(model=meta.model, degraded=meta.degraded)
     fields["text_chunks"] = stream.text_chunks
     first = stream.first_text_at
     fields["time_to_first_chunk_ms"] = None if first is None else round((first - stream.received) * 1000, 1)
     end = stream.finished_at if stream.finished_at is not None else time.monotonic()
     fields["duration_ms"] = round((end - stream.received) * 1000, 1)
-    if isinstance(meta, AnswerMeta) and meta.upstream_attempts:
+    if meta is not None and meta.upstream_attempts:
         fields.update(
             input_tokens=meta.input_tokens,
             output_tokens=meta.output_tokens,

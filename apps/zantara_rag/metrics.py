@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,11 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from .answer import AnswerMeta
-
-if TYPE_CHECKING:
-    from .retrieval import Retrieval
-    from .streams import Stream
+from .domain import FinishedStream
 
 _FIRST_CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 _DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -102,13 +97,14 @@ class Metrics:
     def rate_limited(self, reason: str) -> None:
         self.rate_limited_total.labels(reason).inc()
 
-    def retrieved(self, retrieval: Retrieval) -> None:
-        self.retrieval_seconds.labels("embed").observe(retrieval.embed_ms / 1000)
-        self.retrieval_seconds.labels("search").observe(retrieval.search_ms / 1000)
+    def retrieved(self, embed_ms: float, search_ms: float) -> None:
+        self.retrieval_seconds.labels("embed").observe(embed_ms / 1000)
+        self.retrieval_seconds.labels("search").observe(search_ms / 1000)
 
-    def text_chunk(self, stream: Stream) -> None:
+    def text_chunk(self, unread: bool) -> None:
+        """One text event appended; `unread` when its stream has no reader (waiting for a resume)."""
         self.chunks_sent_total.inc()
-        if stream.awaiting_resume:
+        if unread:
             self.tokens_after_disconnect_total.inc()
 
     @asynccontextmanager
@@ -119,17 +115,16 @@ class Metrics:
         finally:
             self.upstream_requests_active.dec()
 
-    def stream_finished(self, stream: Stream) -> None:
+    def stream_finished(self, stream: FinishedStream) -> None:
         """Called once per stream, when its terminal event is appended."""
         self.streams_total.labels(stream.outcome or "unknown").inc()
-        if stream.task is None:
+        meta = stream.meta
+        if meta is None or stream.finished_at is None:
             return  # a refusal before any answer: no latency to speak of
-        assert stream.finished_at is not None
         self.stream_duration.observe(stream.finished_at - stream.received)
         if stream.first_text_at is not None:
             self.time_to_first_chunk.observe(stream.first_text_at - stream.received)
-        meta = stream.meta
-        if isinstance(meta, AnswerMeta) and meta.upstream_attempts:
+        if meta.upstream_attempts:
             self.upstream_tokens_total.labels("input").inc(meta.input_tokens)
             self.upstream_tokens_total.labels("output").inc(meta.output_tokens)
             self.upstream_tokens_total.labels("cache_read").inc(meta.cache_read_tokens)

@@ -19,6 +19,7 @@ import uvicorn
 
 from .app import create_app
 from .logs import configure_logging
+from .services import Services
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,10 @@ class DrainingServer(uvicorn.Server):
         # drain over to the loop the thread-safe way (it also wakes the loop's selector).
         self._loop.call_soon_threadsafe(self._start_drain, services)
 
-    def _start_drain(self, services: object) -> None:
+    def _start_drain(self, services: Services) -> None:
         self._drain_task = asyncio.get_running_loop().create_task(self._drain(services))
 
-    async def _drain(self, services: object) -> None:
-        from .services import Services
-
-        assert isinstance(services, Services)
+    async def _drain(self, services: Services) -> None:
         hub = services.hub
         services.drain_event.set()
         deadline = asyncio.get_running_loop().time() + self.settings.drain_seconds

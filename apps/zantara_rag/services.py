@@ -1,28 +1,31 @@
-"""The long-lived parts of the service, built once in the lifespan and read by dependencies."""
+"""The long-lived parts of the service, built once in the lifespan: the embedder, the store, the retriever,
+the answerer, the stream hub, the team directory, the metrics. Routes read them through `http.deps`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
 
-from fastapi import Depends, Request
-
-from .admission import Admission
-from .answer import Answerer, make_client
-from .embedder import Embedder
-from .ingest import ingest
+from .generation.answerer import Answerer
+from .generation.claude import Claude, make_client
+from .generation.team import TeamDirectory
+from .knowledge.ingest import IngestionStopped, ingest
 from .logs import EmailHasher, log_stream_end
 from .metrics import Metrics
-from .retrieval import Retriever
+from .retrieval.embedder import Embedder
+from .retrieval.search import Retriever
+from .retrieval.store import VectorStore, connect
 from .settings import Settings
-from .store import VectorStore, connect
-from .streams import Stream, StreamHub, new_machine_id
-from .team import TeamDirectory
+from .streaming.hub import StreamHub, new_machine_id
+from .streaming.stream import Stream
 
 log = logging.getLogger(__name__)
+
+# Recorded on the collection while the first-start ingestion runs: a start that finds it carries on.
+SAMPLE_INGESTION_UNFINISHED = "sample_ingestion_unfinished"
 
 
 @dataclass
@@ -34,14 +37,15 @@ class Services:
     answerer: Answerer
     hub: StreamHub
     team: TeamDirectory
-    client: Any | None
-    admission: Admission
+    metrics: Metrics
+    email_hash: EmailHasher
     ingesting: bool = False
     ingest_error: str | None = None
     drain_event: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
-    metrics: Metrics = field(default_factory=Metrics)
-    email_hash: EmailHasher = field(default_factory=lambda: EmailHasher(None))
+    # Set at shutdown: the first-start ingestion (a thread, which cancelling its task cannot stop) stops
+    # before its next file, so nothing writes to the store once it is closed.
+    stop_ingestion: threading.Event = field(default_factory=threading.Event)
 
     @property
     def draining(self) -> bool:
@@ -49,8 +53,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.hub.close(wait_seconds=2.0)
-        if self.client is not None:
-            await self.client.close()
+        await self.answerer.aclose()
         self.embedder.close()
 
 
@@ -59,21 +62,14 @@ async def build_services(settings: Settings) -> Services:
     # The store first: a collection built by another model is refused before seconds go into loading one.
     client = await asyncio.to_thread(connect, settings)
     store = await asyncio.to_thread(VectorStore, client, settings.chroma_collection, settings.embedding_model)
-    embedder = await asyncio.to_thread(
-        lambda: Embedder(
-            settings.embedding_model,
-            settings.embedding_device,
-            backend=settings.embedding_backend,
-            cache_dir=settings.embedding_cache_dir,
-        )
-    )
-    answer_client = make_client(settings)
-    if answer_client is None:
+    embedder = await asyncio.to_thread(Embedder.from_settings, settings)
+    metrics = Metrics()
+    sdk_client = make_client(settings)
+    if sdk_client is None:
         log.warning(
             "ANTHROPIC_API_KEY is not set: answers are extractive summaries of the retrieved passages "
             "(labelled as such), not written by Claude"
         )
-    metrics = Metrics()
 
     def finished(stream: Stream) -> None:
         metrics.stream_finished(stream)
@@ -93,47 +89,54 @@ async def build_services(settings: Settings) -> Services:
         settings=settings,
         embedder=embedder,
         store=store,
-        retriever=Retriever(
-            embedder, store, settings.retrieval_top_k, settings.sources_top_k, settings.min_similarity
+        retriever=Retriever.from_settings(embedder, store, settings),
+        answerer=Answerer(
+            settings, Claude(settings, sdk_client, metrics) if sdk_client is not None else None
         ),
-        answerer=Answerer(settings, answer_client, metrics),
         hub=hub,
         team=TeamDirectory.load(settings.team_directory),
-        client=answer_client,
         metrics=metrics,
         email_hash=EmailHasher(settings.log_hash_key),
-        admission=Admission.from_settings(settings, on_refusal=metrics.rate_limited),
     )
 
 
 async def ingest_sample_if_empty(services: Services) -> None:
-    """First start: fill an empty collection from the sample knowledge base, in the background."""
+    """First start: fill an empty collection from the sample knowledge base, in the background.
+
+    A start that finds an earlier first-start ingestion unfinished (stopped by a shutdown) carries it on.
+    """
     settings = services.settings
-    if not settings.auto_ingest or await asyncio.to_thread(services.store.count) > 0:
+    store = services.store
+    if not settings.auto_ingest:
+        return
+    unfinished = await asyncio.to_thread(store.flag, SAMPLE_INGESTION_UNFINISHED)
+    if not unfinished and await asyncio.to_thread(store.count) > 0:
         return
     services.ingesting = True
-    log.info("the collection is empty: ingesting the sample knowledge base from %s", settings.knowledge_path)
+    log.info(
+        "%s: ingesting the sample knowledge base from %s",
+        "carrying on an unfinished first-start ingestion" if unfinished else "the collection is empty",
+        settings.knowledge_path,
+    )
     try:
+        await asyncio.to_thread(store.set_flag, SAMPLE_INGESTION_UNFINISHED, True)
         report = await asyncio.to_thread(
             ingest,
             [settings.knowledge_path],
             services.store,
             services.embedder,
+            root=settings.knowledge_path,
             max_chars=settings.chunk_max_chars,
             overlap=settings.chunk_overlap_chars,
             progress=False,
+            stop=services.stop_ingestion,
         )
+        await asyncio.to_thread(store.set_flag, SAMPLE_INGESTION_UNFINISHED, False)
         log.info("ingested: %s", report.summary())
+    except IngestionStopped:
+        log.info("first-start ingestion stopped by the shutdown; the next start carries on")
     except Exception as exc:
         services.ingest_error = type(exc).__name__
         log.error("first-start ingestion failed (%s)", type(exc).__name__)
     finally:
         services.ingesting = False
-
-
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,6 +1,7 @@
 """The one settings object: every knob is an environment variable, validated at boot.
 
-`docs/configuration.md` documents each field; `tests/test_settings.py` checks the page and this class agree.
+`docs/configuration.md` documents each field; `tests/test_settings_doc.py` checks that the page and this
+class agree.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ DEFAULT_ORIGINS = (
 )
 # HS256 keys shorter than the hash output weaken the signature (RFC 7518, section 3.2).
 MIN_SECRET_BYTES = 32
+# A machine id becomes the first part of every event id (`<machine>-<token>:<n>`): words of [A-Za-z0-9_]
+# joined by single hyphens, so the id parser can always tell the machine from the token.
+MACHINE_ID_PATTERN = r"[A-Za-z0-9_]{1,64}(?:-[A-Za-z0-9_]{1,64})*"
 _STORAGE_URI_RE = re.compile(r"^(async\+)?(memory|redis|rediss|valkey|valkeys)://")
 _ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$")
 
@@ -67,6 +71,8 @@ class Settings(BaseSettings):
     retrieval_top_k: int = Field(6, ge=1, le=50)
     sources_top_k: int = Field(3, ge=1, le=20)
     min_similarity: float = Field(0.3, ge=0.0, le=1.0)
+    rerank_candidates: int = Field(20, ge=1, le=500)
+    lexical_weight: float = Field(0.2, ge=0.0, le=1.0)
     chunk_max_chars: int = Field(1200, ge=200, le=8000)
     chunk_overlap_chars: int = Field(150, ge=0, le=2000)
 
@@ -86,7 +92,7 @@ class Settings(BaseSettings):
     team_directory: Path | None = None
 
     # --- resume, disconnects and restarts
-    fly_machine_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    fly_machine_id: str | None = Field(None, pattern=f"^{MACHINE_ID_PATTERN}$", max_length=64)
     resume_grace_seconds: float = Field(15.0, ge=0, le=600)
     resume_ttl_seconds: float = Field(120.0, ge=0, le=3600)
     resume_max_streams: int = Field(5000, ge=1, le=1_000_000)

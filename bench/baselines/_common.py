@@ -11,13 +11,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from zantara_rag.answer import make_client
-from zantara_rag.chat import ChatRequest
-from zantara_rag.embedder import Embedder
-from zantara_rag.prompt import build_messages, build_system
-from zantara_rag.retrieval import Passage, Retriever
+from zantara_rag.domain import ChatRequest, Passage
+from zantara_rag.generation.claude import make_client
+from zantara_rag.generation.prompt import build_messages, build_system
+from zantara_rag.retrieval.embedder import Embedder
+from zantara_rag.retrieval.search import Retriever
+from zantara_rag.retrieval.store import VectorStore, connect
 from zantara_rag.settings import Settings
-from zantara_rag.store import VectorStore, connect
 
 
 @dataclass
@@ -66,9 +66,7 @@ async def parts() -> AsyncIterator[Parts]:
         backend=settings.embedding_backend,
         cache_dir=settings.embedding_cache_dir,
     )
-    retriever = Retriever(
-        embedder, store, settings.retrieval_top_k, settings.sources_top_k, settings.min_similarity
-    )
+    retriever = Retriever.from_settings(embedder, store, settings)
     anthropic_client = make_client(settings)
     try:
         yield Parts(settings, retriever, anthropic_client)

@@ -31,8 +31,8 @@ def phases(spec: dict[str, Any]) -> dict[str, Any]:
     import zantara_rag.app  # noqa: F401  (FastAPI, Starlette, pydantic, the app's modules)
 
     mark("import_app")
+    from zantara_rag.retrieval.store import VectorStore, connect
     from zantara_rag.settings import Settings
-    from zantara_rag.store import VectorStore, connect
 
     settings = Settings(chroma_path=Path(spec["kb"]), auto_ingest=False, embedding_backend=spec["backend"])
     client = connect(settings)
@@ -40,7 +40,7 @@ def phases(spec: dict[str, Any]) -> dict[str, Any]:
     store = VectorStore(client, settings.chroma_collection, settings.embedding_model)
     store.count()
     mark("open_collection")
-    from zantara_rag.embedder import Embedder
+    from zantara_rag.retrieval.embedder import Embedder
 
     embedder = Embedder(settings.embedding_model, backend=settings.embedding_backend)
     mark(f"load_embedder_{embedder.backend}")

@@ -29,12 +29,12 @@ from bench.stats import across, ratio, summary
 
 
 def _chunk_texts(n: int) -> list[str]:
-    from zantara_rag.chunking import chunk_document
-    from zantara_rag.documents import discover, load
+    from zantara_rag.knowledge.chunking import chunk_document
+    from zantara_rag.knowledge.documents import discover, load
     from zantara_rag.settings import DEFAULT_KNOWLEDGE_PATH
 
     texts: list[str] = []
-    for _, file in discover([DEFAULT_KNOWLEDGE_PATH]):
+    for file in discover([DEFAULT_KNOWLEDGE_PATH]):
         document = load(file)
         texts.extend(c.embedding_text(document.title) for c in chunk_document(document, 1200, 150))
     return texts[:n]
@@ -64,7 +64,7 @@ class TorchDirect:
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from zantara_rag.embedder import Embedder, resolve_model_path
+    from zantara_rag.retrieval.embedder import Embedder, resolve_model_path
     from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL
 
     rounds, n = int(spec["rounds"]), int(spec["queries"])

@@ -20,10 +20,10 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from bench import machine
-    from zantara_rag.embedder import Embedder
-    from zantara_rag.ingest import ingest
+    from zantara_rag.knowledge.ingest import ingest
+    from zantara_rag.retrieval.embedder import Embedder
+    from zantara_rag.retrieval.store import VectorStore, connect
     from zantara_rag.settings import DEFAULT_KNOWLEDGE_PATH, Settings
-    from zantara_rag.store import VectorStore, connect
 
     copies = int(spec["copies"])
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -37,7 +37,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         embedder = Embedder(settings.embedding_model, backend=spec["backend"])
         cpu = machine.CpuWindow({"self": os.getpid()}).start()
         t = time.perf_counter()
-        report = ingest(roots, store, embedder, max_chars=1200, overlap=150, progress=False)
+        report = ingest(roots, store, embedder, root=Path(tmp), max_chars=1200, overlap=150, progress=False)
         seconds = time.perf_counter() - t
         embedder.close()
         return {

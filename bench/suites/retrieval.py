@@ -25,10 +25,10 @@ from bench.stats import across, summary
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    from zantara_rag.embedder import Embedder
-    from zantara_rag.retrieval import Retriever
+    from zantara_rag.retrieval.embedder import Embedder
+    from zantara_rag.retrieval.search import Retriever
+    from zantara_rag.retrieval.store import VectorStore, connect
     from zantara_rag.settings import Settings
-    from zantara_rag.store import VectorStore, connect
 
     rounds, n = int(spec["rounds"]), int(spec["queries"])
     embedder = Embedder(Settings().embedding_model, backend=spec.get("backend", "auto"))
@@ -40,9 +40,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         store = VectorStore(connect(settings), settings.chroma_collection, settings.embedding_model)
         open_ms = (time.perf_counter() - t) * 1000
-        retriever = Retriever(
-            embedder, store, settings.retrieval_top_k, settings.sources_top_k, settings.min_similarity
-        )
+        retriever = Retriever.from_settings(embedder, store, settings)
         k = retriever.fetch_k  # as many chunks as the service asks for (re-rank candidates)
         t = time.perf_counter()
         store.query(vectors[0], k)

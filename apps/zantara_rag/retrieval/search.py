@@ -13,56 +13,15 @@ Why and how much it helps: docs/retrieval.md (`python -m bench.retrieval_quality
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..domain import Passage
+from ..errors import RetrievalUnavailable
+from ..language import content_words
+from ..settings import Settings
 from .embedder import Embedder
-from .errors import RetrievalUnavailable
-from .events import Source
 from .store import Hit, VectorStore
-
-SNIPPET_CHARS = 240
-# Chunks fetched for the re-rank, of which the best RETRIEVAL_TOP_K are kept (at least RETRIEVAL_TOP_K).
-RERANK_CANDIDATES = 20
-# Weight of the lexical overlap (0..1) added to the cosine similarity (0..1) to rank; 0 turns re-ranking off.
-LEXICAL_WEIGHT = 0.2
-
-_WORD = re.compile(r"\w+")
-# Question words and function words (English and Indonesian) that say nothing about the topic.
-_STOPWORD_LIST = """
-    a about also am an and any are as at be been but by can could did do does for from get got had has have
-    how i if in into is it its just know like many may me might more most much must my need no not of on or
-    our please should so some still such than that the then there these this those to too up very want was
-    we were what when where which who why will with would you your
-    ada aja akan aku anda apa apakah atau bagaimana belum berapa bisa dalam dan dari dengan di dimana dong
-    ga gak gimana harus ini itu jadi jika juga kalau kami kapan karena ke kita lagi mana nggak nya oleh pada
-    per pun saja saya se sih siapa sudah tak tapi tidak untuk ya yang
-"""
-_STOPWORDS = frozenset(_STOPWORD_LIST.split())
-
-
-@dataclass
-class Passage:
-    """One source document and its retrieved chunks, in rank order."""
-
-    number: int
-    title: str
-    url: str | None
-    section: str | None
-    doc: str
-    similarity: float
-    chunks: list[str] = field(default_factory=list)
-
-    def source(self) -> Source:
-        return Source(
-            source=self.title,
-            snippet=snippet(self.chunks[0]),
-            similarity=round(self.similarity, 4),
-            url=self.url or None,
-            section=self.section or None,
-            id=self.doc,
-        )
 
 
 @dataclass
@@ -70,25 +29,6 @@ class Retrieval:
     passages: list[Passage]
     embed_ms: float
     search_ms: float
-
-
-def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    """The chunk body without its title line, cut at a word boundary to at most `limit` characters."""
-    body = text.split("\n\n", 1)[1] if "\n\n" in text else text
-    body = " ".join(body.split())
-    if len(body) <= limit:
-        return body
-    cut = body.rfind(" ", 0, limit - 1)
-    return body[: cut if cut > limit // 2 else limit - 1].rstrip(" ,;:") + "…"
-
-
-def chunk_body(text: str) -> str:
-    return text.split("\n\n", 1)[1] if "\n\n" in text else text
-
-
-def content_words(text: str) -> frozenset[str]:
-    """Lower-case words of two or more characters, without stop words."""
-    return frozenset(w for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in _STOPWORDS)
 
 
 def lexical_overlap(query_words: frozenset[str], text: str) -> float:
@@ -99,18 +39,38 @@ def lexical_overlap(query_words: frozenset[str], text: str) -> float:
 
 
 class Retriever:
-    # Class-level so a benchmark can turn the re-rank off (`lexical_weight = 0.0`) on one instance.
-    candidates: int = RERANK_CANDIDATES
-    lexical_weight: float = LEXICAL_WEIGHT
-
     def __init__(
-        self, embedder: Embedder, store: VectorStore, top_k: int, sources_k: int, min_similarity: float
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        *,
+        top_k: int,
+        sources_k: int,
+        min_similarity: float,
+        candidates: int,
+        lexical_weight: float,
     ) -> None:
         self.embedder = embedder
         self.store = store
         self.top_k = top_k
         self.sources_k = sources_k
         self.min_similarity = min_similarity
+        # Chunks fetched for the re-rank, of which the best `top_k` are kept; and the weight of the lexical
+        # overlap (0..1) added to the cosine similarity (0..1) to rank them (0 turns re-ranking off).
+        self.candidates = candidates
+        self.lexical_weight = lexical_weight
+
+    @classmethod
+    def from_settings(cls, embedder: Embedder, store: VectorStore, settings: Settings) -> Retriever:
+        return cls(
+            embedder,
+            store,
+            top_k=settings.retrieval_top_k,
+            sources_k=settings.sources_top_k,
+            min_similarity=settings.min_similarity,
+            candidates=settings.rerank_candidates,
+            lexical_weight=settings.lexical_weight,
+        )
 
     async def retrieve(self, query: str) -> Retrieval:
         try:

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ..services import ServicesDep
+from .deps import ServicesDep
 
 router = APIRouter()
 
@@ -41,6 +41,6 @@ async def ready(services: ServicesDep) -> JSONResponse:
             "status": "ready",
             "chunks": count,
             "embedding_model": services.embedder.name,
-            "answers": "claude" if services.client is not None else "extractive",
+            "answers": "claude" if services.answerer.claude is not None else "extractive",
         }
     )

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from .settings import DEFAULT_EMBEDDING_MODEL
+from ..settings import DEFAULT_EMBEDDING_MODEL, Settings
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,15 @@ class Embedder:
         # One thread: a second one would only compete for the same cores; queuing calls beats thrashing.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        return cls(
+            settings.embedding_model,
+            settings.embedding_device,
+            backend=settings.embedding_backend,
+            cache_dir=settings.embedding_cache_dir,
+        )
 
     def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
         with self._lock:

@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from ..domain import chunk_text
 from .documents import Document
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -19,9 +20,8 @@ class Chunk:
     text: str
 
     def embedding_text(self, title: str) -> str:
-        """What gets embedded and stored: the title and section give a bare paragraph its context."""
-        head = f"{title} — {self.section}" if self.section else title
-        return f"{head}\n\n{self.text}"
+        """What gets embedded and stored (`domain.chunk_text`)."""
+        return chunk_text(title, self.section, self.text)
 
 
 def chunk_document(doc: Document, max_chars: int, overlap: int) -> list[Chunk]:

@@ -15,6 +15,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .client import client_ip
+
 log = logging.getLogger("zantara_rag.access")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -29,16 +31,6 @@ def valid_request_id(value: str | None) -> str | None:
 def _header(scope: Scope, name: bytes) -> str | None:
     values = [v for k, v in scope["headers"] if k == name]
     return values[0].decode("latin-1") if len(values) == 1 else None
-
-
-def client_ip(scope: Scope, trust_proxy_headers: bool) -> str | None:
-    """`Fly-Client-IP` behind Fly's proxy (which overwrites it), else the TCP peer."""
-    if trust_proxy_headers:
-        fly = _header(scope, b"fly-client-ip")
-        if fly:
-            return fly.strip()[:64]
-    peer = scope.get("client")
-    return str(peer[0]) if peer else None
 
 
 class RequestLog:

@@ -10,14 +10,15 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .chat import ChatRequest
-from .retrieval import Passage, chunk_body
+from ..domain import ChatRequest, Passage, chunk_body
 from .team import Member
 
 
 @cache
 def system_prompt() -> str:
-    return resources.files("zantara_rag").joinpath("prompts/system.md").read_text(encoding="utf-8").strip()
+    return (
+        resources.files(__package__ or "").joinpath("prompts/system.md").read_text(encoding="utf-8").strip()
+    )
 
 
 def build_system(member: Member | None) -> list[dict[str, Any]]:

@@ -2,9 +2,10 @@
 
 A deliberate divergence from FastAPI's generator-based SSE responses, measured in docs/performance.md. The
 wire format is still FastAPI's own (`fastapi.sse.format_sse_event` encodes every event when the producer
-appends it; `: ping` is its `KEEPALIVE_COMMENT`) and the route still declares `EventSourceResponse` for
-its OpenAPI description; only the sending loop is ours. Per event, FastAPI's loop hops through two tasks
-and two memory streams of its own and arms a cancel scope for its keep-alive timer, and Starlette's
+appends it; `: ping` is its `KEEPALIVE_COMMENT`) and the route describes its `text/event-stream` body in
+the OpenAPI document with FastAPI's own item schema (`SSE_ITEM_SCHEMA`); only the sending loop is ours.
+Per event, FastAPI's loop hops through two tasks and two memory streams of its own and arms a cancel scope
+for its keep-alive timer, and Starlette's
 `StreamingResponse` beneath it adds a task switch: most of what the relay cost per event, and the reason an
 overloaded process delivered a few hundred events per second, since a reader that had fallen behind
 caught up one event per event-loop pass. Here:
@@ -26,9 +27,9 @@ from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .errors import StreamExpired
-from .pipeline import error_json
-from .streams import Reader, Stream
+from ..errors import StreamExpired
+from ..events import ErrorEvent
+from .stream import Reader, Stream
 
 # Fly's proxy compresses (and so buffers) anything without a Content-Encoding; FastAPI's own
 # `Cache-Control: no-cache` lacks `no-transform`; nginx-style proxies buffer without X-Accel-Buffering.
@@ -50,7 +51,15 @@ SSE_ITEM_SCHEMA = {
     },
 }
 
-_EXPIRED = format_sse_event(data_str=error_json(StreamExpired(), 0))
+
+def _expired(reader: Reader, stream: Stream) -> bytes:
+    """The terminal `stream_expired` event for a reader that fell behind what the buffer keeps, stamped now.
+
+    Text events are the stream's first events, so the reader has seen `min(position, text_chunks)` of them.
+    It carries no id: it is not one of the stream's events, and a resume from the last id expires as well.
+    """
+    seen = min(reader.position, stream.text_chunks)
+    return format_sse_event(data_str=ErrorEvent.of(StreamExpired(), seen).to_json())
 
 
 class StreamRelay(Response):
@@ -92,7 +101,9 @@ class StreamRelay(Response):
                 try:
                     chunk = stream.take(reader)
                 except LookupError:  # the reader fell behind what the buffer keeps
-                    await send({"type": "http.response.body", "body": _EXPIRED, "more_body": True})
+                    await send(
+                        {"type": "http.response.body", "body": _expired(reader, stream), "more_body": True}
+                    )
                     break
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

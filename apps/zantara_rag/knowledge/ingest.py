@@ -3,6 +3,11 @@
 Chunk ids are positional and stable (`<doc hash>-<index>`); each chunk's metadata carries a hash of its
 content. A re-run compares hashes and embeds only chunks that are new or changed, so re-ingesting an
 unchanged knowledge base embeds nothing and writes nothing.
+
+A document's key (its `id` in the sources event) does not depend on the folder named on the command line:
+it is the path inside the knowledge root (`KNOWLEDGE_PATH`), prefixed with the root's name, so `ingest kb/`
+and `ingest kb/visas` give one file one key. Files outside the root are keyed by their path relative to the
+working directory (as git names files), or by their absolute path when outside that too.
 """
 
 from __future__ import annotations
@@ -10,18 +15,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..retrieval.embedder import Embedder
+from ..retrieval.store import VectorStore
 from .chunking import Chunk, chunk_document, content_hash
-from .documents import UnreadableDocument, discover, load
-from .embedder import Embedder
-from .store import VectorStore
+from .documents import Document, UnreadableDocument, discover, load
 
 log = logging.getLogger(__name__)
+
+
+class IngestionStopped(Exception):
+    """`stop` was set between two files (the service is shutting down); what was done so far stands."""
 
 
 @dataclass
@@ -44,9 +54,15 @@ class IngestReport:
         return line
 
 
-def doc_key(root: Path, file: Path) -> str:
-    """A document's identity: the root folder's name plus the path inside it, stable across machines."""
-    return f"{root.name}/{file.relative_to(root).as_posix()}"
+def doc_key(path: Path, root: Path) -> str:
+    """A document's identity (see the module docstring); `path` may be a file or a folder."""
+    path, root = path.resolve(), root.resolve()
+    if path.is_relative_to(root):
+        return "/".join((root.name, *path.relative_to(root).parts))
+    cwd = Path.cwd().resolve()
+    if path.is_relative_to(cwd) and path != cwd:
+        return path.relative_to(cwd).as_posix()
+    return path.as_posix().lstrip("/")
 
 
 def chunk_id(key: str, index: int) -> str:
@@ -58,17 +74,24 @@ def ingest(
     store: VectorStore,
     embedder: Embedder,
     *,
+    root: Path,
     max_chars: int,
     overlap: int,
     prune: bool = False,
     progress: bool | None = None,
     on_file: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> IngestReport:
+    """Sync the files under `paths` into the store; `root` is the knowledge root that keys are relative to.
+
+    With `prune`, documents of the store under a folder of `paths` whose file is gone are removed. Raises
+    `IngestionStopped` when `stop` is set (checked before each file).
+    """
     started = time.perf_counter()
     report = IngestReport()
     files = discover(paths)
     seen: set[str] = set()
-    roots = {f"{root.name}/" for root, _ in files} | {f"{p.resolve().name}/" for p in paths if p.is_dir()}
+    folders = [f"{doc_key(p, root)}/" for p in paths if p.is_dir()]
 
     iterator: Any = files
     show = progress if progress is not None else (sys.stderr.isatty() and len(files) > 20)
@@ -77,8 +100,10 @@ def ingest(
 
         iterator = tqdm(files, unit="file", desc="ingesting", file=sys.stderr)
 
-    for root, file in iterator:
-        key = doc_key(root, file)
+    for file in iterator:
+        if stop is not None and stop.is_set():
+            raise IngestionStopped()
+        key = doc_key(file, root)
         seen.add(key)
         report.files += 1
         try:
@@ -94,7 +119,7 @@ def ingest(
 
     if prune:
         for gone in sorted(store.documents() - seen):
-            if any(gone.startswith(root) for root in roots):
+            if any(gone.startswith(folder) for folder in folders):
                 existing = store.chunks_of(gone)
                 store.delete(existing)
                 report.removed += len(existing)
@@ -104,7 +129,7 @@ def ingest(
 
 def _sync_document(
     key: str,
-    document: Any,
+    document: Document,
     chunks: list[Chunk],
     store: VectorStore,
     embedder: Embedder,
@@ -112,8 +137,10 @@ def _sync_document(
 ) -> None:
     existing = store.chunks_of(key)
     ids, texts, metas = [], [], []
+    wanted: set[str] = set()
     for chunk in chunks:
         cid = chunk_id(key, chunk.index)
+        wanted.add(cid)
         text = chunk.embedding_text(document.title)
         digest = content_hash(text, document.title, chunk.section, document.url, document.updated)
         if existing.get(cid) == digest:
@@ -129,7 +156,6 @@ def _sync_document(
             {
                 "doc": key,
                 "title": document.title,
-                "path": key,
                 "section": chunk.section,
                 "url": document.url or "",
                 "updated": document.updated or "",
@@ -140,6 +166,6 @@ def _sync_document(
         )
     if ids:
         store.upsert(ids, embedder.embed(texts), texts, metas)
-    stale = [cid for cid in existing if cid not in {chunk_id(key, c.index) for c in chunks}]
+    stale = [cid for cid in existing if cid not in wanted]
     store.delete(stale)
     report.removed += len(stale)

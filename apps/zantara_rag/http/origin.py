@@ -1,4 +1,4 @@
-"""ASGI middleware: the strict origin gate."""
+"""`OriginGate`: the strict origin check, as ASGI middleware in front of everything else."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import OriginNotAllowed
+from ..errors import OriginNotAllowed
+from ..events import error_body
 
 
 class OriginGate:
@@ -25,7 +26,7 @@ class OriginGate:
             origins = [v for k, v in scope["headers"] if k == b"origin"]
             if origins and (len(origins) > 1 or origins[0].decode("latin-1") not in self.allowed):
                 error = OriginNotAllowed()
-                body = json.dumps({"error": error.message, "code": error.code}).encode()
+                body = json.dumps(error_body(error.code, error.message)).encode()
                 await send(
                     {
                         "type": "http.response.start",

@@ -10,90 +10,12 @@ import math
 import re
 from collections.abc import Iterator
 
-from .retrieval import Passage, chunk_body
+from ..domain import Passage, chunk_body
+from ..language import content_words, looks_indonesian
 
 MAX_SENTENCES = 4
-_WORD = re.compile(r"[\w'-]+", re.UNICODE)
 # A sentence ends at . ! ? before a capital, digit or quote — but not after "e.g.", "i.e.", "No." or "etc.".
 _SENTENCE = re.compile(r"(?<!e\.g\.)(?<!i\.e\.)(?<!\bNo\.)(?<!etc\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
-_STOP = set(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "so",
-        "that",
-        "the",
-        "their",
-        "there",
-        "this",
-        "to",
-        "was",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-        "yang",
-        "dan",
-        "di",
-        "ke",
-        "dari",
-        "untuk",
-        "apa",
-        "apakah",
-        "bagaimana",
-        "berapa",
-        "saya",
-        "ini",
-        "itu",
-        "dengan",
-        "atau",
-        "pada",
-        "dalam",
-        "bisa",
-        "harus",
-        "ada",
-        "adalah",
-        "tidak",
-        "mau",
-        "kami",
-        "kita",
-        "akan",
-    ]
-)
-_INDONESIAN = {"yang", "apa", "apakah", "bagaimana", "berapa", "saya", "dengan", "untuk", "bisa", "harus"}
-
 LABEL_EN = (
     "Here is what the Bali Zero knowledge base says (an extractive summary of the sources; "
     "no AI model wrote this answer):"
@@ -112,12 +34,8 @@ NOTHING_ID = (
 )
 
 
-def _terms(text: str) -> set[str]:
-    return {w for w in (m.lower() for m in _WORD.findall(text)) if len(w) > 2 and w not in _STOP}
-
-
-def looks_indonesian(text: str) -> bool:
-    return len({w.lower() for w in _WORD.findall(text)} & _INDONESIAN) >= 1
+def _terms(text: str) -> frozenset[str]:
+    return content_words(text, min_length=3)
 
 
 def _sentences(passage: Passage) -> Iterator[str]:

@@ -1,59 +1,27 @@
-"""Generation: Claude through the async SDK, with a fallback chain that always ends in a grounded answer.
-
-Before any text has been sent, a retryable failure is retried once (after a capped `retry-after`), then
-the fallback model is tried, then the extractive answer is given (`degraded`). Auth and request errors
-skip straight to the extractive answer and are logged loudly: they need an operator, not a retry.
-After text has been sent, the fallback model continues the answer from where it stopped (the partial
-answer is its assistant prefill); if that fails too, `UpstreamInterrupted` ends the stream and the text
-already sent stands.
+"""Claude: one streamed Messages request through the async SDK, bounded by deadlines, and the translation of
+the SDK's and the transport's failures into `UpstreamFailure`, once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from contextlib import nullcontext
+from typing import Any, cast
 
-from .chat import ChatRequest
-from .errors import UpstreamInterrupted
-from .extractive import compose, pieces
-from .prompt import build_messages, build_system
-from .retrieval import Passage
-from .settings import Settings
-from .team import Member
+from ..domain import AnswerMeta
+from ..metrics import Metrics
+from ..settings import Settings
 
-if TYPE_CHECKING:
-    from .metrics import Metrics
-
-log = logging.getLogger(__name__)
-
-EXTRACTIVE = "extractive"
 # Errors a retry cannot fix, and what the operator should look at for each.
-_FATAL_STATUSES = {
+FATAL_STATUSES = {
     400: "the request shape (MAX_OUTPUT_TOKENS, the model's limits)",
     401: "ANTHROPIC_API_KEY (missing, revoked or mistyped)",
     403: "the API key's permissions and the account (workspace, billing)",
     404: "the model names ANTHROPIC_MODEL and ANTHROPIC_FALLBACK_MODEL",
     413: "the request size (MAX_HISTORY_CHARS, SOURCES_TOP_K, CHUNK_MAX_CHARS)",
 }
-
-
-@dataclass
-class AnswerMeta:
-    """Filled in while the answer streams; read when the done event is built."""
-
-    model: str = EXTRACTIVE
-    degraded: bool = False
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    upstream_attempts: int = 0
-    # Milliseconds per stage (prompt, upstream_connect, upstream_first_token), reported with TIMING_HEADERS.
-    timing: dict[str, float] = field(default_factory=dict)
 
 
 class UpstreamFailure(Exception):
@@ -76,7 +44,7 @@ def classify(exc: BaseException) -> UpstreamFailure:
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         retry_after = _retry_after(exc.response.headers if exc.response is not None else {})
-        if status in _FATAL_STATUSES:
+        if status in FATAL_STATUSES:
             return UpstreamFailure(f"http_{status}", False, status)
         # status 200 is an `event: error` inside a started stream (overloaded_error and friends).
         return UpstreamFailure(f"http_{status}", True, status, retry_after)
@@ -98,112 +66,24 @@ def _retry_after(headers: Any) -> float:
     return 0.0
 
 
-async def extractive_stream(query: str, passages: list[Passage], delay: float) -> AsyncIterator[str]:
-    for piece in pieces(compose(query, passages)):
-        yield piece
-        if delay:
-            await asyncio.sleep(delay)
+class Claude:
+    """Streams the text of one request at a time; the client is the SDK's, built by `make_client`."""
 
-
-class Answerer:
-    """Produces the text of one answer as an async stream of deltas."""
-
-    def __init__(self, settings: Settings, client: Any | None, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, client: Any, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.client = client  # anthropic.AsyncAnthropic, or None when no API key is configured
-        self.extractive_delay = settings.extractive_chunk_delay_ms / 1000
+        self.client = client  # anthropic.AsyncAnthropic
         self.metrics = metrics
 
-    def _in_flight(self) -> AbstractAsyncContextManager[None]:
-        return self.metrics.upstream_request() if self.metrics is not None else nullcontext()
+    async def aclose(self) -> None:
+        await self.client.close()
 
-    async def answer(
-        self, request: ChatRequest, passages: list[Passage], member: Member | None, meta: AnswerMeta
-    ) -> AsyncIterator[str]:
-        if self.client is None:
-            meta.model = EXTRACTIVE
-            async for piece in extractive_stream(request.query, passages, self.extractive_delay):
-                yield piece
-            return
-
-        started = time.perf_counter()
-        system = build_system(member)
-        messages = build_messages(request, passages)
-        meta.timing["prompt"] = (time.perf_counter() - started) * 1000
-        primary = self.settings.anthropic_model
-        fallback = self.settings.anthropic_fallback_model
-        chain = [primary, primary] + ([fallback] if fallback and fallback != primary else [])
-        sent: list[str] = []
-
-        for attempt, model in enumerate(chain):
-            try:
-                async for delta in self._claude(model, system, messages, meta):
-                    sent.append(delta)
-                    yield delta
-                meta.model, meta.degraded = model, model != primary
-                return
-            except Exception as exc:
-                failure = classify(exc)
-            if sent:
-                break
-            if not failure.retryable:
-                log.error(
-                    "Claude refused the request (%s) for model %s: check %s. Answers are extractive "
-                    "(degraded) until this is fixed",
-                    failure.kind,
-                    model,
-                    _FATAL_STATUSES.get(failure.status or 0, "ANTHROPIC_API_KEY and the model names"),
-                )
-                break
-            log.warning("Claude attempt %d on %s failed (%s)", attempt + 1, model, failure.kind)
-            if attempt == 0:
-                await asyncio.sleep(min(failure.retry_after, self.settings.upstream_retry_after_cap))
-
-        if sent:
-            async for delta in self._continue("".join(sent), fallback or primary, system, messages, meta):
-                yield delta
-            return
-
-        meta.model, meta.degraded = EXTRACTIVE, True
-        async for piece in extractive_stream(request.query, passages, self.extractive_delay):
-            yield piece
-
-    async def _continue(
-        self,
-        partial: str,
-        model: str,
-        system: list[dict[str, Any]],
-        messages: list[dict[str, Any]],
-        meta: AnswerMeta,
-    ) -> AsyncIterator[str]:
-        """Resume a broken answer: the partial text is the assistant's prefill, the model continues it."""
-        # The API rejects a prefill that ends in whitespace; the client already has that whitespace.
-        prefill = partial.rstrip()
-        trailing_space = prefill != partial
-        if prefill:
-            messages = [*messages, {"role": "assistant", "content": prefill}]
-        first = True
-        try:
-            async for delta in self._claude(model, system, messages, meta):
-                if first and trailing_space:
-                    delta = delta.lstrip()
-                    if not delta:
-                        continue
-                first = False
-                yield delta
-        except Exception as exc:
-            log.warning("continuation on %s failed (%s)", model, classify(exc).kind)
-            raise UpstreamInterrupted() from None
-        meta.model, meta.degraded = model, True
-
-    async def _claude(
+    async def stream(
         self, model: str, system: list[dict[str, Any]], messages: list[dict[str, Any]], meta: AnswerMeta
     ) -> AsyncIterator[str]:
         """One streamed request, bounded by first-token, idle and total timeouts."""
         from anthropic import AsyncStream  # imported with the client (make_client), not at start-up
 
         s = self.settings
-        assert self.client is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.upstream_total_timeout
         meta.upstream_attempts += 1
@@ -213,7 +93,7 @@ class Answerer:
         # The producer task that drives this generator does no other awaiting between items, so the
         # timeout scope cannot fire outside this generator's own awaits.
         async with asyncio.timeout_at(min(loop.time() + s.upstream_first_token_timeout, deadline)) as scope:
-            async with self._in_flight():
+            async with self.metrics.upstream_request() if self.metrics is not None else nullcontext():
                 # The raw event stream as JSON, through `client.post` (the SDK's own way to call an endpoint
                 # with a chosen response type): the same client, headers, timeouts, SSE decoder, `event:
                 # error` handling, error classes and closing on exit as `messages.create(stream=True)`, which
@@ -291,17 +171,3 @@ def make_client(settings: Settings) -> Any | None:
             read=None,
         ),
     )
-
-
-class OverBudgetAnswerer(Answerer):
-    """The extractive answer, once the daily token budget is spent (a fallback, so `degraded`)."""
-
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
-        super().__init__(settings, None, metrics)
-
-    async def answer(
-        self, request: ChatRequest, passages: list[Passage], member: Member | None, meta: AnswerMeta
-    ) -> AsyncIterator[str]:
-        meta.degraded = True
-        async for piece in super().answer(request, passages, member, meta):
-            yield piece

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +31,19 @@ class Document:
     url: str | None = None
     updated: str | None = None
     language: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class UnreadableDocument(Exception):
     """A file could not be parsed; ingestion reports it and goes on with the rest."""
 
 
-def discover(paths: list[Path]) -> list[tuple[Path, Path]]:
-    """(root, file) pairs for every supported file under `paths`, sorted for a stable order."""
-    found: list[tuple[Path, Path]] = []
+def discover(paths: list[Path]) -> list[Path]:
+    """Every supported file under `paths`, sorted for a stable order (hidden folders and READMEs skipped)."""
+    found: list[Path] = []
     for path in paths:
         path = path.resolve()
         if path.is_file():
-            found.append((path.parent, path))
+            found.append(path)
         elif path.is_dir():
             for file in sorted(path.rglob("*")):
                 if (
@@ -53,7 +52,7 @@ def discover(paths: list[Path]) -> list[tuple[Path, Path]]:
                     and file.name.lower() not in SKIPPED_NAMES
                     and not any(part.startswith(".") for part in file.relative_to(path).parts)
                 ):
-                    found.append((path, file))
+                    found.append(file)
         else:
             raise FileNotFoundError(f"{path} does not exist")
     return found

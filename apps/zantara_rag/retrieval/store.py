@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import EmbeddingModelMismatch
-from .settings import Settings
+from ..errors import EmbeddingModelMismatch
+from ..settings import Settings
 
 MODEL_KEY = "embedding_model"
 
@@ -78,8 +78,15 @@ class VectorStore:
     def count(self) -> int:
         return int(self._collection.count())
 
-    def heartbeat(self) -> None:
-        self._client.heartbeat()
+    def flag(self, name: str) -> bool:
+        """A boolean recorded on the collection (as its metadata), so every machine and restart sees it."""
+        return bool((self._collection.metadata or {}).get(name))
+
+    def set_flag(self, name: str, value: bool) -> None:
+        metadata = {k: v for k, v in (self._collection.metadata or {}).items() if k != name}
+        if value:
+            metadata[name] = True
+        self._collection.modify(metadata=metadata)
 
     def query(self, vector: Sequence[float], k: int) -> list[Hit]:
         result = self._collection.query(

@@ -1,34 +1,20 @@
-"""The chat request: parsing and validating the query string before anything expensive runs."""
+"""Parsing and validating a chat request's query string, before anything expensive runs."""
 
 from __future__ import annotations
 
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import unquote_to_bytes
 
-from .errors import InvalidEmail, InvalidHistory, InvalidQuery, QueryTooLong, UrlTooLong
-from .events import clean_text
-from .settings import Settings
+from ..domain import ChatRequest, Turn
+from ..errors import InvalidEmail, InvalidHistory, InvalidQuery, QueryTooLong, UrlTooLong
+from ..events import clean_text
+from ..settings import Settings
 
 # Sent by the production client when it has no e-mail; they mean "absent".
 _ABSENT = {"", "undefined", "null", "none"}
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    role: Literal["user", "assistant"]
-    content: str
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    query: str
-    user_email: str | None = None
-    history: list[Turn] = field(default_factory=list)
 
 
 def sanitize(text: str) -> str:

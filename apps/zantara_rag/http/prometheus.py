@@ -9,14 +9,15 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 
 from ..events import error_body
-from ..services import ServicesDep
+from .auth import bearer_token
+from .deps import ServicesDep
 
 router = APIRouter()
 
 
 def authorized(authorization: str | None, token: str) -> bool:
-    scheme, _, presented = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+    presented = bearer_token(authorization or "")
+    return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
 
 
 @router.get("/metrics", include_in_schema=False)

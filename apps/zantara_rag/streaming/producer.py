@@ -10,26 +10,19 @@ import asyncio
 import logging
 import time
 
-from .answer import Answerer, AnswerMeta
-from .chat import ChatRequest
-from .errors import ShuttingDown, StreamExpired, ZantaraError
-from .events import DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
-from .metrics import Metrics
-from .retrieval import Passage
-from .streams import Stream
-from .team import Member
+from ..domain import AnswerMeta, ChatRequest, Passage
+from ..errors import ShuttingDown, StreamExpired, ZantaraError
+from ..events import DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
+from ..generation.answerer import Answerer
+from ..generation.team import Member
+from ..metrics import Metrics
+from .stream import Stream
 
 log = logging.getLogger(__name__)
 
 
-def error_json(error: ZantaraError, sequence_number: int, retry_after: int | None = None) -> str:
-    return ErrorEvent(
-        error=error.message,
-        code=error.code,
-        sequence_number=sequence_number,
-        timestamp=now(),
-        retry_after=retry_after,
-    ).to_json()
+def _error(error: ZantaraError, count: int) -> str:
+    return ErrorEvent.of(error, count).to_json()
 
 
 async def produce(
@@ -58,7 +51,7 @@ async def produce(
             if count == 1:
                 stream.first_text_at = time.monotonic()
             if metrics is not None:
-                metrics.text_chunk(stream)
+                metrics.text_chunk(unread=stream.awaiting_resume)
         stream.append(SourcesEvent(sources=[p.source() for p in passages]).to_json())
         done = DoneEvent(
             sequence_number=count,
@@ -79,18 +72,18 @@ async def produce(
         )
         stream.append(done.to_json(), terminal=True, outcome="degraded" if meta.degraded else "done")
     except ZantaraError as exc:
-        stream.append(error_json(exc, count), terminal=True, outcome=exc.code)
+        stream.append(_error(exc, count), terminal=True, outcome=exc.code)
     except asyncio.CancelledError:
         # Every reader left and none came back within the grace window: a late resume replays what was
         # generated, then learns the rest is gone. Otherwise it is the shutdown (readers are told).
         if stream.cancelled_by_disconnect:
-            stream.append(error_json(StreamExpired(), count), terminal=True, outcome="cancelled")
+            stream.append(_error(StreamExpired(), count), terminal=True, outcome="cancelled")
         else:
-            stream.append(error_json(ShuttingDown(), count), terminal=True, outcome="shutting_down")
+            stream.append(_error(ShuttingDown(), count), terminal=True, outcome="shutting_down")
         raise
     except Exception as exc:
         log.error("answer %s failed unexpectedly (%s)", stream.id, type(exc).__name__)
-        stream.append(error_json(ZantaraError(), count), terminal=True, outcome="internal_error")
+        stream.append(_error(ZantaraError(), count), terminal=True, outcome="internal_error")
     finally:
         if metrics is not None:
             metrics.streams_active.dec()

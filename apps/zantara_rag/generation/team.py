@@ -33,6 +33,3 @@ class TeamDirectory:
 
     def find(self, email: str | None) -> Member | None:
         return self._members.get(email.lower()) if email else None
-
-    def __len__(self) -> int:
-        return len(self._members)

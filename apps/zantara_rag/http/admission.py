@@ -1,9 +1,8 @@
 """Who is asking, and whether to serve them: rate and stream limits per client, a cap on all open streams,
 and daily token budgets.
 
-The client is the TCP peer, or `Fly-Client-IP` when `TRUST_PROXY_HEADERS` is on (Fly's proxy overwrites
-that header; `X-Forwarded-For` is never read, because a client writes its leftmost entries). IPv6 clients
-are keyed by their /64, which one subscriber usually holds whole.
+Clients are keyed by address (`client.client_key`: the TCP peer, or `Fly-Client-IP` when
+`TRUST_PROXY_HEADERS` is on; an IPv6 client by its /64).
 
 Time windows (questions per minute, tokens per day) are kept by the `limits` library: in this process by
 default, in Redis when `RATE_LIMIT_STORAGE_URI` names one, so that several machines share them. Open
@@ -14,7 +13,6 @@ fails, requests are let through (and the failure logged): an outage of Redis mus
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import time
@@ -27,41 +25,15 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
-from starlette.types import Scope
 
-from .errors import BudgetExhausted, RateLimited, ZantaraError
-from .settings import Settings
+from ..errors import BudgetExhausted, RateLimited, ZantaraError
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
 # A stream slot frees up when an answer ends; most answers take a few seconds to a few tens of seconds.
 STREAM_RETRY_AFTER = 5
 _ALL = "*"  # the key of the global budget: not an address, so no client can share it
-
-
-def client_key(scope: Scope, trust_proxy_headers: bool) -> str:
-    """The address limits are kept for: `Fly-Client-IP` behind Fly's proxy, else the TCP peer."""
-    if trust_proxy_headers:
-        values = [v for k, v in scope["headers"] if k == b"fly-client-ip"]
-        if len(values) == 1:
-            key = _address_key(values[0].decode("latin-1").strip())
-            if key is not None:
-                return key
-    peer = scope.get("client")
-    host = peer[0] if peer else ""
-    return _address_key(host) or host[:64] or "unknown"
-
-
-def _address_key(raw: str) -> str | None:
-    try:
-        address = ipaddress.ip_address(raw)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
 
 
 @dataclass
@@ -73,8 +45,9 @@ class Ticket:
     _admission: Admission | None = field(default=None, repr=False)
 
     def release(self) -> None:
+        """Give the slot back (once; later calls do nothing)."""
         if self._admission is not None:
-            self._admission._leave(self.client)
+            self._admission.leave(self.client)
             self._admission = None
 
 
@@ -95,10 +68,8 @@ class Admission:
         self._per_minute = _item(RateLimitItemPerMinute, settings.rate_limit_per_minute)
         self._budget = _item(RateLimitItemPerDay, settings.daily_token_budget)
         self._client_budget = _item(RateLimitItemPerDay, settings.daily_token_budget_per_client)
-        self._open: Counter[str] = Counter()
+        self._open: Counter[str] = Counter()  # open streams per client
         self._spending: set[asyncio.Task[None]] = set()
-        self.open_streams = 0
-        self.refusals: Counter[str] = Counter()
 
     @classmethod
     def from_settings(cls, settings: Settings, on_refusal: Callable[[str], None] | None = None) -> Admission:
@@ -126,7 +97,7 @@ class Admission:
         if over_budget and s.budget_exhausted_mode == "error":
             self._refuse("budget")
             raise BudgetExhausted(retry_after=await self._budget_reset(client))
-        if s.max_concurrent_streams and self.open_streams >= s.max_concurrent_streams:
+        if s.max_concurrent_streams and self.open_streams() >= s.max_concurrent_streams:
             self._refuse("server_streams")
             raise RateLimited(
                 "Zantara is answering as many people as it can right now. Please ask again in a few seconds.",
@@ -196,19 +167,20 @@ class Admission:
             return 3600
         return _seconds_until(max(resets, default=time.time()))
 
-    def _enter(self, client: str, over_budget: bool) -> Ticket:
-        self._open[client] += 1
-        self.open_streams += 1
-        return Ticket(client, over_budget, self)
+    def open_streams(self) -> int:
+        return self._open.total()
 
-    def _leave(self, client: str) -> None:
-        self.open_streams -= 1
+    def leave(self, client: str) -> None:
+        """A ticket of `client` was released."""
         self._open[client] -= 1
         if self._open[client] <= 0:
             del self._open[client]
 
+    def _enter(self, client: str, over_budget: bool) -> Ticket:
+        self._open[client] += 1
+        return Ticket(client, over_budget, self)
+
     def _refuse(self, reason: str) -> None:
-        self.refusals[reason] += 1
         if self.on_refusal is not None:
             self.on_refusal(reason)
         log.info("refused a request (%s)", reason)

@@ -18,18 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi.sse import format_sse_event
 
+from ..domain import AnswerMeta
+from ..settings import MACHINE_ID_PATTERN
+
 log = logging.getLogger(__name__)
 
+TOKEN_HEX = 12
 _EVENT_ID = re.compile(
-    r"^(?P<stream>(?P<machine>[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*)-(?P<token>[0-9a-f]{12})):(?P<n>\d{1,9})$"
+    rf"^(?P<stream>(?P<machine>{MACHINE_ID_PATTERN})-(?P<token>[0-9a-f]{{{TOKEN_HEX}}})):(?P<n>\d{{1,9}})$"
 )
 
 
@@ -87,7 +89,6 @@ class Stream:
         self.next_position = 1
         self.finished = False
         self.outcome: str | None = None
-        self.readers = 0
         self._followers: list[Reader] = []
         self.on_reader_dropped: Callable[[Stream, Reader], None] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -96,7 +97,7 @@ class Stream:
         self.delivered = False  # a reader was handed the terminal event
         self.resumes = 0
         self.cancelled_by_disconnect = False
-        self.meta: object | None = None  # the producer's AnswerMeta, for logs and metrics
+        self.meta: AnswerMeta | None = None  # set by the producer; read by logs and metrics
         # For the end-of-stream log line and metrics (monotonic clock, like `created`).
         self.received = self.created
         self.first_text_at: float | None = None
@@ -104,6 +105,10 @@ class Stream:
         self.log_fields: dict[str, object] = {}
         self.on_finish: Callable[[Stream], None] | None = None
         self._grace: asyncio.TimerHandle | None = None
+
+    @property
+    def readers(self) -> int:
+        return len(self._followers)
 
     @property
     def first_kept(self) -> int:
@@ -182,160 +187,24 @@ class Stream:
             self.delivered = True
         return chunk
 
-    def _add(self, reader: Reader) -> None:
+    def add_reader(self, reader: Reader) -> None:
+        """A response starts following; a pending abandonment (the grace window) is called off."""
         self._followers.append(reader)
-        self.readers += 1
+        self.disarm_grace()
 
-    def _remove(self, reader: Reader) -> bool:
+    def remove_reader(self, reader: Reader) -> bool:
+        """The response stopped following; False if it had already been removed (a drop, then the exit)."""
         if not reader.attached:
             return False
         reader.attached = False
         self._followers.remove(reader)
-        self.readers -= 1
         return True
 
+    def arm_grace(self, handle: asyncio.TimerHandle) -> None:
+        """No reader is left: `handle` abandons the stream unless a reader comes back first."""
+        self._grace = handle
 
-class StreamHub:
-    """All live and recently finished streams of this process, bounded in count and time."""
-
-    def __init__(
-        self,
-        machine_id: str,
-        *,
-        grace_seconds: float,
-        ttl_seconds: float,
-        max_streams: int,
-        max_events: int,
-        max_bytes: int,
-        max_lag: int = 2000,
-        on_abandoned: Callable[[Stream], None] | None = None,
-        on_finish: Callable[[Stream], None] | None = None,
-    ) -> None:
-        self.machine_id = machine_id
-        self.grace_seconds = grace_seconds
-        self.ttl_seconds = ttl_seconds
-        self.max_streams = max_streams
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.max_lag = max_lag
-        self.on_abandoned = on_abandoned
-        self.on_finish = on_finish
-        self._streams: OrderedDict[str, Stream] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._streams)
-
-    @property
-    def active(self) -> int:
-        return sum(1 for s in self._streams.values() if not s.finished)
-
-    def create(
-        self,
-        producer: Callable[[Stream], Coroutine[object, object, None]],
-        *,
-        received: float | None = None,
-        log_fields: dict[str, object] | None = None,
-    ) -> Stream:
-        """Start an answer. `received` (monotonic) is when its request arrived, for latency metrics."""
-        self._sweep()
-        stream = self._new(received, log_fields)
-        self._streams[stream.id] = stream
-        stream.task = asyncio.create_task(producer(stream), name=f"answer {stream.id}")
-        return stream
-
-    def create_finished(
-        self,
-        data: str,
-        outcome: str,
-        *,
-        retry_ms: int | None = None,
-        received: float | None = None,
-        log_fields: dict[str, object] | None = None,
-    ) -> Stream:
-        """A stream of one terminal event (a refusal), kept so a reconnect after it gets 204."""
-        self._sweep()
-        stream = self._new(received, log_fields, retry_ms)
-        stream.append(data, terminal=True, outcome=outcome)
-        self._streams[stream.id] = stream
-        return stream
-
-    def _new(
-        self, received: float | None, log_fields: dict[str, object] | None, retry_ms: int | None = None
-    ) -> Stream:
-        stream_id = f"{self.machine_id}-{secrets.token_hex(6)}"
-        stream = Stream(stream_id, self.max_events, self.max_bytes, retry_ms)
-        if received is not None:
-            stream.received = received
-        stream.log_fields = dict(log_fields or {})
-        stream.on_finish = self.on_finish
-        stream.on_reader_dropped = self._drop
-        return stream
-
-    def get(self, stream_id: str) -> Stream | None:
-        self._sweep()
-        return self._streams.get(stream_id)
-
-    def attach(self, stream: Stream, after: int = 0) -> Reader:
-        """A new reader from position `after`; a resume cancels the pending abandonment."""
-        # A resume starts behind by however much it missed; only falling further behind counts as slow.
-        reader = Reader(after, self.max_lag + max(0, stream.last_position - after))
-        stream._add(reader)
-        if stream._grace is not None:
-            stream._grace.cancel()
-            stream._grace = None
-        return reader
-
-    def detach(self, stream: Stream, reader: Reader) -> None:
-        """The reader left (or was dropped). Without readers, generation gets the grace window, then stops."""
-        if not stream._remove(reader) or stream.readers > 0 or stream.finished:
-            return
-        if self.grace_seconds > 0:
-            stream._grace = asyncio.get_running_loop().call_later(self.grace_seconds, self._abandon, stream)
-        else:
-            self._abandon(stream)
-
-    def _drop(self, stream: Stream, reader: Reader) -> None:
-        behind = stream.last_position - reader.position
-        log.info("dropping a slow reader of %s (%d events behind)", stream.id, behind)
-        self.detach(stream, reader)
-
-    def _abandon(self, stream: Stream) -> None:
-        stream._grace = None
-        if stream.readers == 0 and not stream.finished and stream.task is not None:
-            stream.cancelled_by_disconnect = True
-            stream.task.cancel()
-            if self.on_abandoned is not None:
-                self.on_abandoned(stream)
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        # Finished streams expire after the TTL; beyond the count bound the oldest finished go first.
-        for sid in [
-            sid
-            for sid, s in self._streams.items()
-            if s.finished_at is not None and now - s.finished_at > self.ttl_seconds
-        ]:
-            del self._streams[sid]
-        if len(self._streams) >= self.max_streams:
-            # Those whose end a reader already has go first: losing one costs a 204, not half an answer.
-            finished = [sid for sid, s in self._streams.items() if s.finished]
-            finished.sort(key=lambda sid: not self._streams[sid].delivered)  # stable: oldest first in each
-            for sid in finished:
-                del self._streams[sid]
-                if len(self._streams) < self.max_streams:
-                    break
-
-    async def close(self, wait_seconds: float) -> None:
-        """Cancel every producer still running and wait for them (used at shutdown)."""
-        tasks = [s.task for s in self._streams.values() if s.task is not None and not s.task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=wait_seconds)
-
-    def live(self) -> list[Stream]:
-        return [s for s in self._streams.values() if not s.finished]
-
-
-def new_machine_id(configured: str | None) -> str:
-    return configured or "local"
+    def disarm_grace(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None

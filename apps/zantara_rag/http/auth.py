@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import jwt
 
-from .errors import Unauthorized
-from .settings import Settings
+from ..errors import Unauthorized
+from ..settings import Settings
 
 ALGORITHM = "HS256"
 MAX_TTL_SECONDS = 30 * 86400
@@ -79,13 +79,19 @@ def verify_token(settings: Settings, token: str) -> Principal:
     raise Unauthorized()
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The credentials of an `Authorization: Bearer <token>` header; None for any other scheme."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
 def request_token(authorization: str | None, access_token: str | None) -> str | None:
     """The token a request carries: the `Authorization: Bearer` header, else the `access_token` parameter."""
     if authorization is not None:
-        scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
+        token = bearer_token(authorization)
+        if token is None:
             raise Unauthorized()
-        return credentials.strip()
+        return token
     return access_token
 
 

@@ -1,0 +1,122 @@
+"""The domain types every wing shares: a question, a passage, an answer's bookkeeping, a chunk's text.
+
+They live here, below every wing, so that retrieval, generation, streaming and http can all use them without
+importing one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from .events import Source
+
+SNIPPET_CHARS = 240
+EXTRACTIVE = "extractive"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier turn of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated question, with who asks and the conversation so far."""
+
+    query: str
+    user_email: str | None = None
+    history: list[Turn] = field(default_factory=list)
+
+
+# --- a chunk's stored text: a heading line (title and section), a blank line, then the body.
+
+
+def chunk_text(title: str, section: str, body: str) -> str:
+    """What gets embedded and stored: the title and section give a bare paragraph its context."""
+    head = f"{title} — {section}" if section else title
+    return f"{head}\n\n{body}"
+
+
+def chunk_body(text: str) -> str:
+    """The body of a stored chunk, without its heading line."""
+    return text.split("\n\n", 1)[1] if "\n\n" in text else text
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """The chunk body on one line, cut at a word boundary to at most `limit` characters."""
+    body = " ".join(chunk_body(text).split())
+    if len(body) <= limit:
+        return body
+    cut = body.rfind(" ", 0, limit - 1)
+    return body[: cut if cut > limit // 2 else limit - 1].rstrip(" ,;:") + "…"
+
+
+@dataclass
+class Passage:
+    """One source document and its retrieved chunks, in rank order; `number` is its `[n]` in the answer."""
+
+    number: int
+    title: str
+    url: str | None
+    section: str | None
+    doc: str
+    similarity: float
+    chunks: list[str] = field(default_factory=list)
+
+    def source(self) -> Source:
+        return Source(
+            source=self.title,
+            snippet=snippet(self.chunks[0]),
+            similarity=round(self.similarity, 4),
+            url=self.url or None,
+            section=self.section or None,
+            id=self.doc,
+        )
+
+
+@dataclass
+class AnswerMeta:
+    """Filled in while the answer streams; read when the done event is built, and by logs and metrics."""
+
+    model: str = EXTRACTIVE
+    degraded: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    upstream_attempts: int = 0
+    # Milliseconds per stage (queue, prompt, upstream_connect, upstream_first_token), with TIMING_HEADERS.
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        """Every token the answer cost, for the daily budgets."""
+        return self.input_tokens + self.cache_read_tokens + self.output_tokens
+
+
+class FinishedStream(Protocol):
+    """What the end-of-stream hooks (the log line, the metrics) read of a stream that has just ended."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def meta(self) -> AnswerMeta | None: ...
+    @property
+    def received(self) -> float: ...
+    @property
+    def first_text_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+    @property
+    def text_chunks(self) -> int: ...
+    @property
+    def resumes(self) -> int: ...
+    @property
+    def cancelled_by_disconnect(self) -> bool: ...
+    @property
+    def log_fields(self) -> dict[str, object]: ...
