@@ -14,6 +14,26 @@ from tests.harness import KNOWLEDGE, ServerProcess, claude_env, ingest_template
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Fixtures that start a process of ours (the service, `chroma run`, the ingest CLI): a test that uses one is
+# part of the slow layer. `pytest -m "not slow"` runs everything else, in-process, in seconds.
+PROCESS_FIXTURES = frozenset(
+    {
+        "kb_template",
+        "mini_kb_template",
+        "extractive_server",
+        "claude_server",
+        "chroma_server",
+        "mini_claude_server",
+        "secured_server",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def kb_template(tmp_path_factory: pytest.TempPathFactory) -> Path:

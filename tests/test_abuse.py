@@ -20,6 +20,8 @@ from tests.harness import ServerProcess, claude_env
 from tests.security import Reply, ask_plain, ask_sse, peer
 from tests.sse import CHAT, SSE
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 PER_MINUTE = 3
 STREAMS_PER_CLIENT = 2
 STREAMS_IN_ALL = 4

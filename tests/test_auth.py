@@ -109,6 +109,7 @@ def test_a_short_secret_refuses_to_boot(secret: str) -> None:
         Settings(auth_secret=secret)
 
 
+@pytest.mark.slow  # starts the CLI as a subprocess
 def test_serve_with_a_short_secret_exits_2_without_echoing_it() -> None:
     out = run_cli("serve", AUTH_SECRET="tiny-secret-VALUE")
     assert out.returncode == 2
@@ -131,6 +132,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # starts the CLI as a subprocess
 def test_cli_token_prints_a_token_the_server_accepts() -> None:
     out = run_cli("token", "--sub", MEMBER_EMAIL, "--ttl", "15m", AUTH_SECRET=AUTH_SECRET)
     assert out.returncode == 0, out.stderr
@@ -140,6 +142,7 @@ def test_cli_token_prints_a_token_the_server_accepts() -> None:
     assert abs(claims["iat"] - time.time()) < 60
 
 
+@pytest.mark.slow  # starts the CLI as a subprocess
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,23 @@ from tests.browser import (
     require_browser,
     require_node_modules,
 )
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, wait_until
 from tests.sse import ask
+from tests.streaming import metrics
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 EXAMPLES = REPO / "docs" / "examples"
 SCREENSHOT = REPO / "docs" / "sse-test.png"
 QUESTION = "What do I need to set up a PT PMA company in Bali?"
+# Keeps every EventSource the page opens in `window.__eventSources`, to read their readyState.
+TRACK_EVENT_SOURCES = """
+window.__eventSources = [];
+const Native = window.EventSource;
+window.EventSource = class extends Native {
+  constructor(...args) { super(...args); window.__eventSources.push(this); }
+};
+"""
 DONE = "window.__zantara && ['done', 'error'].includes(window.__zantara.state)"
 TIMEOUT_MS = 30_000
 
@@ -189,7 +197,8 @@ def test_test_page_stop_closes_the_stream(page: Any, server: ServerProcess) -> N
 
     page.click("#stop")
     stopped = page.evaluate("window.__zantara")
-    time.sleep(0.5)
+    # Once the server has seen the reader leave, nothing more can reach the page.
+    wait_until(lambda: metrics(server).get("zantara_stream_readers") == 0, timeout=10)
     later = page.evaluate("window.__zantara")
 
     assert stopped["state"] == "idle" and stopped["done"] is None
@@ -316,6 +325,7 @@ def test_framework_demo_streams_a_complete_answer(
 def test_demo_reports_an_in_band_error(
     page: Any, server: ServerProcess, page_origin: StaticServer, demo: str
 ) -> None:
+    page.add_init_script(TRACK_EVENT_SOURCES)
     page.goto(demo_url(page_origin, demo, server.url, question="x" * 5000))
 
     state = snapshot(page)
@@ -324,8 +334,8 @@ def test_demo_reports_an_in_band_error(
     assert state["error"]["code"] == "query_too_long"
     assert state["error"]["message"] in page.inner_text("#error")
     assert page.get_attribute("#error", "data-code") == "query_too_long"
-    # The EventSource was closed on the error event: no reconnect to the same URL follows.
-    time.sleep(0.3)
+    # The EventSource was closed on the error event (CLOSED, not CONNECTING): no reconnect can follow.
+    assert page.evaluate("window.__eventSources.map((source) => source.readyState)") == [2]
     assert page.evaluate("window.__zantara.state") == "error"
 
 

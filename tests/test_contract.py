@@ -19,6 +19,8 @@ from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess, claude_env
 from tests.sse import CHAT, SSE, ask, assert_contract
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 
 @pytest.fixture(scope="session", params=["embedded", pytest.param("server", marks=pytest.mark.server_mode)])
 def store(request: pytest.FixtureRequest) -> dict[str, Any]:

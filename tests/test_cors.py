@@ -12,6 +12,8 @@ from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess
 from tests.sse import CHAT, SSE
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 ALLOWED = [
     "https://zantara.balizero.com",
     "http://localhost:3000",

@@ -20,6 +20,8 @@ from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess
 from tests.streaming import Conversation, Leg, assert_accounted, async_client, leg
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 DRAIN = 3.0
 QUESTION = "What do I need for a retirement visa?"
 

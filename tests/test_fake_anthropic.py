@@ -41,7 +41,9 @@ def grounded_messages(*sources: dict[str, Any], question: str = QUESTION) -> lis
 
 
 PLAIN = [{"role": "user", "content": "Hello"}]
-PROMPT_S = 0.1  # how soon the fake must record a client disconnect (measured: well under 1 ms)
+# How soon the fake must record a client disconnect: long before anything else could have ended those
+# exchanges (a 60 s first-token delay; 100 more deltas), short of what a busy machine adds (measured: < 1 ms).
+PROMPT_S = 1.0
 
 
 @pytest.fixture(scope="module")

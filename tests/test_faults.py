@@ -36,6 +36,8 @@ from tests.streaming import (
     wait_settled,
 )
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 PRIMARY, FALLBACK = "claude-haiku-4-5", "claude-sonnet-4-6"
 API_KEY = "sk-ant-test-SECRET-faults-0123456789"
 QUESTION = "How much is the overstay fine in Indonesia?"

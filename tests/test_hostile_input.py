@@ -19,6 +19,8 @@ from tests.security import ask_sse
 from tests.sse import CHAT
 from zantara_rag.settings import Settings
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 DEFAULTS = Settings()
 SYSTEM_PROMPT = (
     (ROOT / "apps" / "zantara_rag" / "generation" / "prompts" / "system.md")

@@ -198,6 +198,7 @@ def test_server_refuses_to_boot_on_a_collection_built_by_another_model(kb_templa
         server.cleanup()
 
 
+@pytest.mark.slow  # starts the CLI as a subprocess
 def test_cli_ingest_prints_a_summary_and_is_idempotent(tmp_path: Path) -> None:
     root = tmp_path / "kb"
     root.mkdir()
@@ -214,6 +215,7 @@ def test_cli_ingest_prints_a_summary_and_is_idempotent(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
 
 
+@pytest.mark.slow  # starts the CLI as a subprocess
 def test_impossible_settings_refuse_to_boot_naming_the_variable() -> None:
     for env, var in (
         ((("PORT", "70000"),), "PORT"),

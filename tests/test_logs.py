@@ -19,6 +19,8 @@ from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess, claude_env
 from tests.sse import CHAT, ask, assert_contract
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 HASH_KEY = "log-hash-key-for-tests-0123456789"
 EMAIL = "Jane.Marker@example.com"
 MARKER = "zq-unique-marker-7f3a"

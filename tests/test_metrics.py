@@ -19,6 +19,8 @@ from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess, claude_env
 from tests.sse import CHAT, SSE, ask, assert_contract
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 TOKEN = "metrics-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GAUGES = ("zantara_streams_active", "zantara_stream_readers", "zantara_upstream_requests_active")

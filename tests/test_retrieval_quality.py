@@ -22,6 +22,8 @@ from zantara_rag.retrieval.search import Retriever
 from zantara_rag.retrieval.store import VectorStore, connect
 from zantara_rag.settings import Settings
 
+pytestmark = pytest.mark.slow  # ingests the whole sample knowledge base with the CLI (a subprocess)
+
 QUESTIONS = json.loads((ROOT / "tests" / "data" / "questions.json").read_text(encoding="utf-8"))
 OFFTOPIC = json.loads((ROOT / "tests" / "data" / "offtopic.json").read_text(encoding="utf-8"))
 

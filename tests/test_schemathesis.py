@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.harness import ServerProcess
+
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
 
 MAX_EXAMPLES = 30
 

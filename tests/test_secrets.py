@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, wait_until
 from tests.security import (
     API_KEY,
     AUTH_SECRET,
@@ -39,8 +39,9 @@ def token(secret: str, sub: str, ttl: int = 300) -> str:
     return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl}, secret, algorithm="HS256")
 
 
-def exercise(server: ServerProcess, claude: FakeAnthropic) -> tuple[list[str], list[str]]:
-    """Successes and failures of every kind; returns the secrets used and every client-visible text."""
+def exercise(server: ServerProcess, claude: FakeAnthropic) -> tuple[list[str], list[str], int]:
+    """Successes and failures of every kind; returns the secrets used, every client-visible text and the
+    number of requests made."""
     valid = token(AUTH_SECRET, MEMBER_EMAIL)
     previous = token(AUTH_SECRET_PREVIOUS, "guest.user@example.com")
     expired = token(AUTH_SECRET, "expired.user@example.com", ttl=-60)
@@ -80,14 +81,15 @@ def exercise(server: ServerProcess, claude: FakeAnthropic) -> tuple[list[str], l
     assert any(r.events and r.last.get("degraded") is True for r in replies), (
         "the upstream failures did not run"
     )
-    return secrets, visible
+    return secrets, visible, len(replies)
 
 
 def test_no_secret_email_question_or_trace_in_logs_or_responses(
     secured_server: ServerProcess, claude: FakeAnthropic
 ) -> None:
-    secrets, visible = exercise(secured_server, claude)
-    time.sleep(0.5)  # the end-of-stream lines of the last streams
+    secrets, visible, asked = exercise(secured_server, claude)
+    # Each request's line is written when its response has ended, just after the client has read it.
+    wait_until(lambda: secured_server.logs().count('"msg": "request"') >= asked, timeout=10)
     logs = secured_server.logs()
     # The failure paths ran and were logged: otherwise the test would prove nothing.
     assert '"stream end"' in logs and "http_500" in logs and "http_401" in logs

@@ -22,7 +22,7 @@ from tests.harness import ServerProcess, ingest_template
 from tests.sse import CHAT, ask, assert_contract
 from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL
 
-pytestmark = pytest.mark.server_mode
+pytestmark = [pytest.mark.server_mode, pytest.mark.slow]
 
 FACT = """---
 title: Quokka permit

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.harness import ROOT, ServerProcess, free_port
+
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
 
 SMOKE = ROOT / "scripts" / "smoke.sh"
 

@@ -31,6 +31,8 @@ from tests.streaming import (
     wait_settled,
 )
 
+pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
+
 GRACE = 2.0
 QUESTION = "What are the requirements for an investor KITAS?"
 FAULTS = {"p_error_event": 0.08, "p_cut": 0.08, "p_status_529": 0.08, "p_stall": 0.03, "stall_ms": 600_000}
@@ -145,6 +147,10 @@ def test_hundreds_of_streams_with_faults_disconnects_and_resumes(
         f"\n[soak] {len(main_plans)} conversations ({resumed} resumes): {outcomes}; "
         f"server RSS {rss_before:.0f} -> {rss_after:.0f} MB; {time.monotonic() - started:.0f} s"
     )
-    assert rss_after - rss_before < 40, (rss_before, rss_after)
+    # Gross leaks only: RSS moves by tens of MB between rounds with allocator arenas, whatever the code does,
+    # so the bound is per conversation and generous. Leaked tasks, responses and upstream requests are
+    # checked exactly, by wait_settled's gauges and the fake's open streams returning to zero.
+    per_conversation_kb = (rss_after - rss_before) * 1024 / len(main_plans)
+    assert per_conversation_kb < 256, (rss_before, rss_after)
     assert outcomes.get("claude", 0) > len(main_plans) / 2
     assert metrics(server)["zantara_stream_readers"] == 0
