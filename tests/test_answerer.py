@@ -60,6 +60,13 @@ def settings(base_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting leaks in from the environment of whoever runs the tests."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 @pytest.fixture
 async def answerer(claude: FakeAnthropic) -> AsyncIterator[Answerer]:
     s = settings(claude.base_url)

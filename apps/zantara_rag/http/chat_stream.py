@@ -112,7 +112,7 @@ async def hold_ticket() -> AsyncIterator[TicketHolder]:
 
 
 # `scope="request"`: the exit runs after the whole response has been sent (or the client left), never when
-# the endpoint function returns; tests/test_chat_stream_unit.py fails if FastAPI moves that point.
+# the endpoint function returns; tests/test_app_inprocess.py fails if FastAPI moves that point.
 HolderDep = Annotated[TicketHolder, Depends(hold_ticket, scope="request")]
 
 

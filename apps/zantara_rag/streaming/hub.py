@@ -89,7 +89,7 @@ class StreamHub:
         return stream
 
     def get(self, stream_id: str) -> Stream | None:
-        self._sweep()
+        self._sweep(room=0)  # a lookup adds nothing: only expired streams go
         return self._streams.get(stream_id)
 
     def attach(self, stream: Stream, after: int = 0) -> Reader:
@@ -119,7 +119,8 @@ class StreamHub:
             stream.cancelled_by_disconnect = True
             stream.task.cancel()
 
-    def _sweep(self) -> None:
+    def _sweep(self, room: int = 1) -> None:
+        """Drop expired streams, then finished ones until `room` more fit under the count bound."""
         now = time.monotonic()
         # Finished streams expire after the TTL; beyond the count bound the oldest finished go first.
         for sid in [
@@ -128,13 +129,14 @@ class StreamHub:
             if s.finished_at is not None and now - s.finished_at > self.ttl_seconds
         ]:
             del self._streams[sid]
-        if len(self._streams) >= self.max_streams:
+        limit = self.max_streams - room
+        if len(self._streams) > limit:
             # Those whose end a reader already has go first: losing one costs a 204, not half an answer.
             finished = [sid for sid, s in self._streams.items() if s.finished]
             finished.sort(key=lambda sid: not self._streams[sid].delivered)  # stable: oldest first in each
             for sid in finished:
                 del self._streams[sid]
-                if len(self._streams) < self.max_streams:
+                if len(self._streams) <= limit:
                     break
 
     async def close(self, wait_seconds: float) -> None:
