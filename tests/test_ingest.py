@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,3 +232,52 @@ def test_impossible_settings_refuse_to_boot_naming_the_variable() -> None:
             timeout=60,
         )
         assert out.returncode == 2 and var in out.stderr, out.stderr
+
+
+def test_stop_ends_ingestion_between_files(tmp_path: Path, store, embedder) -> None:
+    from zantara_rag.knowledge.ingest import IngestionStopped
+
+    root = tmp_path / "kb"
+    root.mkdir()
+    for n in range(4):
+        (root / f"doc-{n}.md").write_text(f"# Doc {n}\n\nFact number {n} about the KITAS.\n")
+    stop = threading.Event()
+    synced: list[str] = []
+
+    def after_file(key: str) -> None:
+        synced.append(key)
+        if len(synced) == 2:
+            stop.set()  # as the shutdown does, from another thread, while a file is being synced
+
+    with pytest.raises(IngestionStopped):
+        ingest([root], store, embedder, root=root, max_chars=400, overlap=60, on_file=after_file, stop=stop)
+    assert store.documents() == {"kb/doc-0.md", "kb/doc-1.md"}, "nothing is written after the stop"
+
+
+async def test_an_interrupted_first_start_ingestion_is_carried_on_at_the_next_start(tmp_path: Path) -> None:
+    from zantara_rag.services import SAMPLE_INGESTION_UNFINISHED, build_services, ingest_sample_if_empty
+
+    root = tmp_path / "kb"
+    root.mkdir()
+    for n in range(3):
+        (root / f"doc-{n}.md").write_text(f"# Doc {n}\n\nFact number {n} about the KITAS.\n")
+    settings = Settings(chroma_path=tmp_path / "chroma", knowledge_path=root, anthropic_api_key=None)
+
+    first = await build_services(settings)
+    first.stop_ingestion.set()  # the shutdown came before the first file
+    await ingest_sample_if_empty(first)
+    assert first.store.count() == 0 and first.store.flag(SAMPLE_INGESTION_UNFINISHED)
+    await first.aclose()
+
+    second = await build_services(settings)
+    await ingest_sample_if_empty(second)
+    assert second.store.documents() == {f"kb/doc-{n}.md" for n in range(3)}
+    assert not second.store.flag(SAMPLE_INGESTION_UNFINISHED)
+    await second.aclose()
+
+    # A finished knowledge base is left alone by later starts, even after a document is removed from it.
+    third = await build_services(settings)
+    third.store.delete(third.store.chunks_of("kb/doc-0.md"))
+    await ingest_sample_if_empty(third)
+    assert "kb/doc-0.md" not in third.store.documents()
+    await third.aclose()
