@@ -1,13 +1,13 @@
 """The benchmark suite, in one command.
 
-    python -m bench --quick          # under 3 minutes, into bench/results/quick/ (docs untouched)
+    python -m bench --quick          # under 3 minutes, into bench/results/quick/ (not committed)
     python -m bench                  # the full run (under 15 minutes once the 100k store is cached)
     python -m bench --only relay,idle
-    python -m bench.report --docs    # re-render summary, plots and docs from the last results
+    python -m bench.report           # re-render summary and plots from the last full run's results
 
-Writes `bench/results/<suite>.json`, `bench/results/summary.md` and the plots, and (full runs, or `--docs`)
-the figures section of docs/performance.md. Everything runs on loopback; each app under test, the fake
-upstream and the load generator are separate processes.
+Writes `bench/results/<suite>.json`, `bench/results/summary.md` (printed too: medians, targets and ratios
+against the baselines measured in the same run) and the plots docs/performance.md shows. Everything runs on
+loopback; each app under test, the fake upstream and the load generator are separate processes.
 """
 
 from __future__ import annotations
@@ -33,23 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the short run (< 3 min)")
     parser.add_argument("--only", default="", help=f"comma-separated suites among {','.join(ORDER)}")
-    parser.add_argument(
-        "--docs", action="store_true", help="update docs/performance.md (default for full runs)"
-    )
-    parser.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
-    parser.add_argument("--relay-streams", default="", help="override the relay stream counts, e.g. 100,300")
+    parser.add_argument("--relay-streams", default="", help="override the relay stream counts, e.g. 150,200")
     parser.add_argument("--relay-apps", default="", help="override the relay apps, e.g. zantara,seed-style")
-    parser.add_argument(
-        "--relay-variants",
-        default="",
-        help="earlier versions to relay too (bench/variants.py)",
-    )
     parser.add_argument("--profile-streams", type=int, default=0, help="streams relayed while profiling")
     parser.add_argument(
-        "--label", default="", help="save results as <suite>@<label>.json (no summary, no docs)"
-    )
-    parser.add_argument(
-        "--service-source", default="", help="run the service from this directory's zantara_rag"
+        "--label",
+        default="",
+        help="an exploratory run: save <suite>@<label>.json, no summary (not committed)",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         params["relay"]["streams"] = [int(n) for n in args.relay_streams.split(",")]
     if args.relay_apps:
         params["relay"]["apps"] = args.relay_apps.split(",")
-    if args.relay_variants:
-        streams = params["relay"]["streams"]
-        params["relay"]["variants"] = {name: streams for name in args.relay_variants.split(",")}
     if args.profile_streams:
         params["profile_streams"] = args.profile_streams
     only = [s for s in args.only.split(",") if s]
@@ -73,13 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     if not params["profile"] and "profile" in suites and "profile" not in only:
         suites.remove("profile")
     command = "python -m bench" + (
-        "" if argv is None and len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:])
+        ""
+        if argv is None and len(sys.argv) == 1
+        else " " + shlex.join(sys.argv[1:] if argv is None else argv)
     )
     bench = Bench(mode, params, command, label=args.label)
-    if args.service_source:
-        from bench import context
-
-        context.SERVICE_SOURCE.append(os.path.abspath(args.service_source))
     load_start = machine.load()
     bench.log(f"{mode} run: {', '.join(suites)} on {os.cpu_count()} cores ({machine.cpu_model()})")
 
@@ -123,12 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     if args.label:
-        bench.log(f"results saved as bench/results/<suite>@{args.label}.json")
+        bench.log(f"results saved as {bench.results.relative_to(ROOT)}/<suite>@{args.label}.json")
         return 1 if errors else 0
-    docs = ((mode == "full" and not only) or args.docs) and not args.no_docs
-    report.write(docs=docs, results=bench.results)
-    where = bench.results.relative_to(ROOT)
-    bench.log(f"wrote {where}/summary.md{' and docs/performance.md' if docs else ''}")
+    print(report.write(bench.results))
+    bench.log(f"wrote {bench.results.relative_to(ROOT)}/summary.md and the plots")
     return 1 if errors else 0
 
 

@@ -1,25 +1,21 @@
-"""The apps under test, each started as its own process on loopback: the service and the three baselines."""
+"""The apps under test, each its own process on loopback: the service and the three baselines.
+
+They run under the tests' harness (`tests.harness.ServerProcess`: a private copy of a knowledge base, a free
+loopback port, a log file, `/ready` polling, SIGINT then kill on stop). What a benchmark changes is the
+environment (limits off, long upstream deadlines, the fake upstream) and, for the baselines and the
+tracemalloc'd service, the command: uvicorn on their module instead of `zantara-rag serve`.
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.harness import ROOT, ServerProcess
 
-from bench.context import service_env
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# name -> the module run by uvicorn (None: the service's own `zantara-rag serve`)
+# name -> the ASGI app run by uvicorn (None: the service's own `zantara-rag serve`, as the harness runs it)
 APPS: dict[str, str | None] = {
     "zantara": None,
     "seed-style": "bench.baselines.seed_style:app",
@@ -28,12 +24,9 @@ APPS: dict[str, str | None] = {
 }
 BASELINES = ["seed-style", "sse-starlette", "raw-relay"]
 
-# Limits that would refuse a load test from one address, and answers that must come from the fake upstream.
+# Limits that would refuse a load test from one address, and deadlines far beyond any measurement.
 BENCH_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
     "ANONYMIZED_TELEMETRY": "False",
-    "PYTHONUNBUFFERED": "1",
     "AUTO_INGEST": "false",
     "ANTHROPIC_API_KEY": "sk-ant-bench-0123456789",
     "ANTHROPIC_FALLBACK_MODEL": "",
@@ -51,122 +44,51 @@ BENCH_ENV = {
     "LOG_LEVEL": "warning",
     "DRAIN_SECONDS": "0",
 }
-_DROP = (
-    "ANTHROPIC_",
-    "CHROMA_",
-    "FLY_",
-    "EMBEDDING_",
-    "AUTH_",
-    "RATE_LIMIT",
-    "MAX_",
-    "DAILY_",
-    "RESUME_",
-    "DRAIN_",
-)
+# Settings exported in the caller's shell must not change what is measured (the harness drops ANTHROPIC_,
+# CHROMA_ and FLY_ already).
+_FOREIGN = ("EMBEDDING_", "AUTH_", "RATE_LIMIT", "MAX_", "DAILY_", "RESUME_", "DRAIN_")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class AppProcess(ServerProcess):
+    """One app with a private copy of a knowledge base; its Claude is the fake upstream at `upstream_url`."""
 
-
-class AppProcess:
-    """One app under uvicorn with a private copy of a knowledge base. `ready_s`: start → /ready 200."""
-
-    def __init__(self, name: str, kb: Path | None, upstream_url: str, **env: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        kb: Path | None,
+        upstream_url: str,
+        command: list[str] | None = None,
+        ready_timeout: float = 180.0,
+        **env: Any,
+    ) -> None:
+        overrides = {**BENCH_ENV, "ANTHROPIC_BASE_URL": upstream_url, **env}
+        super().__init__(kb, ready_timeout=ready_timeout, **overrides)
+        self.env = {k: v for k, v in self.env.items() if k in overrides or not k.startswith(_FOREIGN)}
         self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        chroma = self._tmp / "chroma"
-        if kb is not None:
-            shutil.copytree(kb, chroma)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_DROP)}
-        self.env = {
-            **(service_env(base) if name == "zantara" else base),
-            **BENCH_ENV,
-            "CHROMA_PATH": str(chroma),
-            "ANTHROPIC_BASE_URL": upstream_url,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            **{k: str(v) for k, v in env.items()},
-        }
-        self.log_path = self._tmp / "app.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ready_s: float | None = None
+        module = APPS[name]
+        self.command = command or (None if module is None else uvicorn(module, self.port))
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def command(self) -> list[str]:
-        module = APPS[self.name]
-        if module is None:
-            return [sys.executable, "-m", "zantara_rag.cli", "serve"]
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            module,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "1",
-        ]
-
-    def start(self, timeout: float = 180.0) -> AppProcess:
+    def start(self, wait: str | None = "/ready") -> AppProcess:
+        if self.command is None:
+            super().start(wait)
+            return self
         with self.log_path.open("ab") as log:
-            started = time.monotonic()
             self.proc = subprocess.Popen(
-                self.command(), env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+                self.command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = started + timeout
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{self.name} exited with {self.proc.returncode}:\n{self.logs()[-3000:]}"
-                    )
-                try:
-                    if client.get(self.url + "/ready").status_code == 200:
-                        self.ready_s = time.monotonic() - started
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.02)
-        self.stop()
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.logs()[-3000:]}")
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)  # the service drains on the first signal, exits on the second
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if wait:
+            self.wait_for(wait, self.ready_timeout)
+        return self
 
     def __enter__(self) -> AppProcess:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
+
+def uvicorn(module: str, port: int) -> list[str]:
+    options = f"--host 127.0.0.1 --port {port} --log-level warning --no-access-log"
+    return [sys.executable, "-m", "uvicorn", module, *options.split(), "--timeout-graceful-shutdown", "1"]

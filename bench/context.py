@@ -15,19 +15,6 @@ from bench import machine
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
-SERVICE_SOURCE: list[str] = []  # set by `--service-source`: a directory holding another `zantara_rag`
-
-
-def service_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a process that imports the service: PYTHONPATH first on `--service-source`."""
-    import os
-
-    env = dict(os.environ if env is None else env)
-    if SERVICE_SOURCE:
-        env["PYTHONPATH"] = os.pathsep.join([*SERVICE_SOURCE, str(ROOT)])
-    return env
-
-
 # Every count below is a bound: no loop in the benchmarks runs unbounded in count or time.
 QUICK: dict[str, Any] = {
     "kb_sizes": [10000],
@@ -42,7 +29,6 @@ QUICK: dict[str, Any] = {
         "hb_streams": 10,
         "apps": "all",
         "open_timeout_s": 15,
-        "variants": {},
     },
     "idle": {"streams": {"500": ["zantara", "seed-style"]}, "hold_s": 2.0},
     "coldstart": {"runs": 2, "phase_runs": 0, "first_export": False},
@@ -64,9 +50,6 @@ FULL: dict[str, Any] = {
         "hb_streams": 20,
         "apps": "all",
         "open_timeout_s": 10,
-        # Earlier versions of the service (bench/variants.py), each measured against the current one
-        # (`--relay-variants sdk-helper` adds the oldest; the profile's SDK micro-benchmark covers it).
-        "variants": {"fastapi-sse": [100, 500], "typed-events": [100, 500]},
     },
     "idle": {"streams": {"1000": "all", "5000": ["zantara", "seed-style", "raw-relay"]}, "hold_s": 3.0},
     "coldstart": {"runs": 3, "phase_runs": 2, "first_export": True},
@@ -85,13 +68,20 @@ class Bench:
     command: str
     started: float = field(default_factory=time.monotonic)
     waited_s: float = 0.0
-    # `--label before --service-source DIR`: the service from another source tree, results saved apart.
+    # `--label knee`: an exploratory run, saved as <suite>@knee.json beside the others (not committed).
     label: str = ""
 
     @property
     def results(self) -> Path:
-        """bench/results for full runs (shown in docs/performance.md), bench/results/quick for quick ones."""
+        """bench/results for full runs (cited by docs/performance.md), bench/results/quick for quick ones."""
         return RESULTS if self.mode == "full" else RESULTS / "quick"
+
+    @property
+    def raw(self) -> Path:
+        """Bulky by-products (py-spy's stacks): kept for a look, never committed (.gitignore)."""
+        path = self.results / "raw"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def wait_quiet(self, below: float = 0.4, max_wait: float = 20.0) -> float:
         """Wait (bounded) until the rest of the machine uses fewer than `below` cores; returns what it used.
@@ -120,7 +110,6 @@ class Bench:
         out = subprocess.run(
             [sys.executable, "-m", module, json.dumps(spec)],
             cwd=ROOT,
-            env=service_env(),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -27,65 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache" / "kb"
 VERSION = 1
 BATCH = 2000
-WORDS = [
-    "visa",
-    "permit",
-    "company",
-    "tax",
-    "office",
-    "report",
-    "capital",
-    "investor",
-    "foreign",
-    "director",
-    "shareholder",
-    "license",
-    "regulation",
-    "ministry",
-    "deadline",
-    "application",
-    "sponsor",
-    "fee",
-    "payment",
-    "residence",
-    "notary",
-    "deed",
-    "bank",
-    "account",
-    "employee",
-    "contract",
-    "salary",
-    "insurance",
-    "property",
-    "lease",
-    "land",
-    "building",
-    "villa",
-    "tourism",
-    "levy",
-    "immigration",
-    "extension",
-    "stay",
-    "return",
-    "annual",
-    "monthly",
-    "statement",
-    "document",
-    "registration",
-    "number",
-    "code",
-    "district",
-    "province",
-    "regency",
-    "approval",
-    "requirement",
-    "penalty",
-    "fine",
-    "holiday",
-    "allowance",
-    "severance",
-    "termination",
-]
+# The padding's vocabulary: words of the knowledge base's own domain, so chunks are of realistic size.
+VOCABULARY = (
+    "visa permit company tax office report capital investor foreign director shareholder license "
+    "regulation ministry deadline application sponsor fee payment residence notary deed bank account "
+    "employee contract salary insurance property lease land building villa tourism levy immigration "
+    "extension stay return annual monthly statement document registration number code district province "
+    "regency approval requirement penalty fine holiday allowance severance termination"
+)
 
 
 def path_for(size: int) -> Path:
@@ -161,7 +110,7 @@ def build(size: int) -> dict[str, Any]:
         texts, metas = [], []
         for i in range(count):
             doc = (n + i) // 8
-            words = rng.choice(WORDS, size=int(rng.integers(90, 160)))
+            words = rng.choice(VOCABULARY.split(), size=int(rng.integers(90, 160)))
             texts.append(f"Synthetic document {doc}\n\n" + " ".join(words))
             metas.append(
                 {

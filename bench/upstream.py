@@ -8,19 +8,17 @@ pre-encoded frames), with one addition: a delta whose text is `STAMP` goes out a
 reads the same CLOCK_MONOTONIC, so for every text event it receives it knows exactly how long the event
 spent between the upstream's socket and its own: the latency each app under test adds.
 
-`Upstream` starts it as a subprocess and drives its control API.
+`Upstream` is the tests' `FakeAnthropic` starting this module instead: the same control API.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.fakes.control import FakeAnthropic
 
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = "@T"
@@ -56,79 +54,33 @@ def _patch() -> None:
     fake.delta_frame = delta_frame
 
 
-class Upstream:
-    """The fake as a subprocess on loopback."""
+class Upstream(FakeAnthropic):
+    """The tests' `FakeAnthropic` (lifecycle and control API), running this module's stamping server."""
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self._http: httpx.Client | None = None
+        super().__init__(module="bench.upstream", extra_args=("--max-records", "200"))
 
     def start(self) -> Upstream:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.upstream", "--port", "0", "--parent-pid", str(os.getpid())],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"the fake upstream did not start: {line!r}")
-        self.url = line.split(" ", 1)[1].strip()
-        self._http = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
+        super().start()
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def _call(self, method: str, path: str, json: Any = None) -> Any:
-        assert self._http is not None
-        response = self._http.request(method, path, json=json)
-        response.raise_for_status()
-        return response.json()
-
-    def reset(self, default: dict[str, Any] | None = None, queue: list[dict[str, Any]] | None = None) -> None:
-        self._call("POST", "/_fake/reset")
-        if default is not None:
-            self._call("POST", "/_fake/default", json=default)
-        if queue:
-            self._call("POST", "/_fake/enqueue", json={"scenarios": queue})
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/_fake/stats")
-        return result
-
-    def stop(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
     def __enter__(self) -> Upstream:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def play(self, default: dict[str, Any], *queue: dict[str, Any]) -> None:
+        """Forget earlier requests; `queue` goes to the next requests, `default` to every one after."""
+        self.reset()
+        self.set_default(**default)
+        if queue:
+            self.enqueue(*queue)
 
 
 def main() -> None:
     _patch()
     from tests.fakes import anthropic_server
 
-    # The request log is only used through /_fake/stats here; keep it short (bodies are a few KB each).
-    anthropic_server.main([*sys.argv[1:], "--max-records", "200"])
+    # The request log is only used through /_fake/stats here: Upstream keeps it short (--max-records).
+    anthropic_server.main(sys.argv[1:])
 
 
 if __name__ == "__main__":

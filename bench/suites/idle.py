@@ -28,8 +28,8 @@ def run(bench: Any) -> dict[str, Any]:
             n = int(n_text)
             for app in list(APPS) if which == "all" else which:
                 kb10 = kb.path_for(10000) / "chroma"
-                with AppProcess(app, kb10, upstream.url, HEARTBEAT_SECONDS=HEARTBEAT_S) as proc:
-                    upstream.reset(default=INSTANT)
+                with AppProcess(app, kb10, upstream.base_url, HEARTBEAT_SECONDS=HEARTBEAT_S) as proc:
+                    upstream.play(INSTANT)
                     bench.loadgen(
                         {
                             "mode": "ttfc",
@@ -41,7 +41,7 @@ def run(bench: Any) -> dict[str, Any]:
                             "max_seconds": 120,
                         }
                     )
-                    upstream.reset(default=WAITING)
+                    upstream.play(WAITING)
                     bench.wait_quiet()
                     bench.log(f"idle: {app} holding {n} streams")
                     raw = bench.loadgen(
@@ -54,7 +54,7 @@ def run(bench: Any) -> dict[str, Any]:
                             "max_pending": 64,
                             "query_offset": offset + 1000,
                             "pids": {"server": proc.pid, "upstream": upstream.pid},
-                            "upstream_url": upstream.url,
+                            "upstream_url": upstream.base_url,
                             "max_seconds": 400,
                         }
                     )

@@ -24,22 +24,24 @@ from bench.apps import AppProcess
 from bench.context import ROOT
 from bench.upstream import Upstream, stream_at
 
-# (label, pattern matched against one frame "function (path:line)")
 # (label, pattern matched against one frame, "Qualified.name (package/module.py:line)")
 INCLUSIVE = [
-    ("producer: pipeline.produce", r"^produce \(zantara_rag/pipeline\.py"),
+    ("producer: streaming.producer.produce", r"^produce \(zantara_rag/streaming/producer\.py"),
     ("  Claude SDK stream iteration", r"^Async(MessageStream|Stream)\.(__aiter__|__stream__) \(anthropic/"),
     ("    SSE decoding (SDK)", r"\(anthropic/_(streaming|decoders)"),
     ("    event models: construct, accumulate, build", r"\(anthropic/(_models|lib/streaming/_messages)\.py"),
     ("    httpx2 / httpcore reads", r"\((httpx2|httpcore2?|httpcore|anyio/streams/tls)/"),
     ("  TextEvent encoding (pydantic)", r"^_Event\.to_json \(zantara_rag/events\.py|TextEvent"),
-    ("  Stream.append (buffer, wake readers)", r"^Stream\.append \(zantara_rag/streams\.py"),
+    ("  Stream.append (buffer, wake readers)", r"^Stream\.append \(zantara_rag/streaming/stream\.py"),
     ("  metrics", r"\(zantara_rag/metrics\.py"),
-    ("response: StreamRelay (take, send, heartbeat)", r"^StreamRelay\.__call__ \(zantara_rag/relay\.py"),
-    ("  Stream.take (join pending events)", r"^Stream\.take \(zantara_rag/streams\.py"),
+    (
+        "response: StreamRelay (take, send, heartbeat)",
+        r"^StreamRelay\.__call__ \(zantara_rag/streaming/relay\.py",
+    ),
+    ("  Stream.take (join pending events)", r"^Stream\.take \(zantara_rag/streaming/stream\.py"),
     (
         "  middleware send wrappers",
-        r"\((zantara_rag/(middleware|request_log)|starlette/middleware/cors|starlette/_exception)",
+        r"\((zantara_rag/http/(origin|request_log)|starlette/middleware/cors|starlette/_exception)",
     ),
     ("  uvicorn send (h11)", r"\(uvicorn/protocols/http/"),
     ("anyio (all)", r"\(anyio/"),
@@ -183,10 +185,10 @@ def memory(bench: Any, upstream: Upstream, streams: int) -> dict[str, Any]:
             time.sleep(0.5)
         return json.loads(out.read_text()) if out.exists() else {}
 
-    proc = AppProcess("zantara", kb.path_for(10000) / "chroma", upstream.url, BENCH_TRACE_OUT=str(out))
-    proc.command = lambda: [sys.executable, "-m", "bench.traced_server"]  # type: ignore[method-assign]
-    with proc:
-        upstream.reset(default=INSTANT)
+    traced = [sys.executable, "-m", "bench.traced_server"]
+    kb10 = kb.path_for(10000) / "chroma"
+    with AppProcess("zantara", kb10, upstream.base_url, traced, 300.0, BENCH_TRACE_OUT=str(out)) as proc:
+        upstream.play(INSTANT)
         bench.loadgen(
             {
                 "mode": "ttfc",
@@ -198,7 +200,7 @@ def memory(bench: Any, upstream: Upstream, streams: int) -> dict[str, Any]:
                 "max_seconds": 300,
             }
         )
-        upstream.reset(default=WAITING)
+        upstream.play(WAITING)
         dump(proc)
         spec = {
             "mode": "idle",
@@ -208,7 +210,7 @@ def memory(bench: Any, upstream: Upstream, streams: int) -> dict[str, Any]:
             "max_pending": 32,
             "query_offset": 8_100_000,
             "pids": {"server": proc.pid},
-            "upstream_url": upstream.url,
+            "upstream_url": upstream.base_url,
             "max_seconds": 400,
         }
         loadgen = subprocess.Popen(
@@ -247,8 +249,10 @@ def run(bench: Any) -> dict[str, Any]:
     seconds = 8
     result: dict[str, Any] = {"streams": n, "seconds": seconds}
     with Upstream() as upstream:
-        with AppProcess("zantara", kb.path_for(10000) / "chroma", upstream.url, HEARTBEAT_SECONDS=1) as proc:
-            upstream.reset(default=stream_at(40, 300))
+        with AppProcess(
+            "zantara", kb.path_for(10000) / "chroma", upstream.base_url, HEARTBEAT_SECONDS=1
+        ) as proc:
+            upstream.play(stream_at(40, 300))
             spec = {
                 "mode": "relay",
                 "port": proc.port,
@@ -297,8 +301,8 @@ def run(bench: Any) -> dict[str, Any]:
                         check=True,
                     )
                     raw = Path(out.name).read_text()
-                # The collapsed stacks, for a flame graph (e.g. speedscope.app or flamegraph.pl).
-                (bench.results / "profile-stacks.txt").write_text(raw)
+                # The collapsed stacks, for a flame graph (speedscope.app, flamegraph.pl); not committed.
+                (bench.raw / "profile-stacks.txt").write_text(raw)
             finally:
                 try:
                     stdout, _ = loadgen.communicate(timeout=120)
@@ -310,9 +314,11 @@ def run(bench: Any) -> dict[str, Any]:
                     loadgen.kill()
                     loadgen.wait()
         result.update(reduce(raw))
-        upstream.reset(default={"chunks": ["hello world "], "repeat": 3000})
+        upstream.play({"chunks": ["hello world "], "repeat": 3000})
         bench.log("profile: CPU per event of the SDK's streaming paths")
-        result["sdk_us_per_event"] = bench.python("bench.suites.profile", {"url": upstream.url}, timeout=300)
+        result["sdk_us_per_event"] = bench.python(
+            "bench.suites.profile", {"url": upstream.base_url}, timeout=300
+        )
         bench.log("profile: memory per idle stream by package (tracemalloc)")
         result["memory"] = memory(bench, upstream, int(bench.params.get("memory_streams", 300)))
     return result

@@ -3,17 +3,17 @@
 Per window (several per configuration, once every stream is flowing): the added latency of each chunk
 (p50, p99), events/s delivered, the app's CPU seconds per 1,000 events, heartbeat lateness on extra streams
 whose upstream never answers (HEARTBEAT_SECONDS=1), TTFC probes sent while the load runs, and the CPU of
-the upstream and of the load generator, and of everything else on the machine.
+the upstream and of the load generator, and of everything else on the machine. The baselines
+(bench/baselines) run under the same load in the same run; `ratios` divides the service's figures by theirs.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-from bench import kb, variants
-from bench.apps import APPS, ROOT, AppProcess
+from bench import kb
+from bench.apps import APPS, AppProcess
 from bench.stats import across, ratio
 from bench.upstream import WAITING, Upstream, stream_at
 
@@ -77,31 +77,15 @@ def run(bench: Any) -> dict[str, Any]:
         full = app in ("zantara", "raw-relay")  # the service, and the floor, go the whole way
         return list(params["streams"] if full else params.get("baseline_streams", params["streams"]))
 
-    cases: list[tuple[str, str, dict[str, Any], list[int]]] = [(app, app, {}, counts(app)) for app in apps]
-    if "zantara" in apps:
-        # Before/after of each optimisation of the relay path: the earlier service, the same load, this run.
-        for name, variant_counts in (params.get("variants") or {}).items():
-            tree = variants.build(name)
-            if tree is None:
-                bench.log(
-                    f"relay: the {name} variant cannot be rebuilt (git revision or change missing); skipped"
-                )
-                continue
-            env = {"PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
-            cases.append((f"zantara-{name}", "zantara", env, list(variant_counts)))
-            i = next(i for i, case in enumerate(cases) if case[0] == "zantara")
-            cases[i] = ("zantara", "zantara", {}, sorted({*variant_counts, *cases[i][3]}))
     with Upstream() as upstream:
-        for label, app, extra, counts in cases:
-            env = {"HEARTBEAT_SECONDS": HEARTBEAT_S, **extra}
-            with AppProcess(app, kb.path_for(10000) / "chroma", upstream.url, **env) as proc:
-                for n in counts:
+        for app in apps:
+            kb10 = kb.path_for(10000) / "chroma"
+            with AppProcess(app, kb10, upstream.base_url, HEARTBEAT_SECONDS=HEARTBEAT_S) as proc:
+                for n in counts(app):
                     # Long enough for ramp-up, settling and every window; the streams are closed after.
-                    upstream.reset(
-                        default=stream_at(RATE, 120 + windows * window_s * 3), queue=[WAITING] * hb_streams
-                    )
+                    upstream.play(stream_at(RATE, 120 + windows * window_s * 3), *[WAITING] * hb_streams)
                     bench.wait_quiet()
-                    bench.log(f"relay: {label} with {n} streams at {RATE:.0f} chunks/s")
+                    bench.log(f"relay: {app} with {n} streams at {RATE:.0f} chunks/s")
                     raw = bench.loadgen(
                         {
                             "mode": "relay",
@@ -117,15 +101,15 @@ def run(bench: Any) -> dict[str, Any]:
                             "open_timeout_s": float(params.get("open_timeout_s", 60)),
                             "query_offset": offset,
                             "pids": {"server": proc.pid, "upstream": upstream.pid},
-                            "upstream_url": upstream.url,
+                            "upstream_url": upstream.base_url,
                             "max_seconds": 240,
                         }
                     )
                     offset += 100_000
                     left = wait_idle(upstream)
                     runs = [flatten(w) for w in raw["windows"]]
-                    results[f"{label}@{n}"] = {
-                        "app": label,
+                    results[f"{app}@{n}"] = {
+                        "app": app,
                         "streams": n,
                         **across(runs, KEYS),
                         "heartbeat_late_over_1s": sum(r.get("heartbeat_late_over_1s") or 0 for r in runs),
@@ -140,9 +124,8 @@ def run(bench: Any) -> dict[str, Any]:
                     }
     ratios: dict[str, Any] = {}
     for key, value in results.items():
-        app, n = key.split("@")
-        ours = results.get(f"zantara@{n}")
-        if app == "zantara" or ours is None:
+        ours = results.get(f"zantara@{value['streams']}")
+        if value["app"] == "zantara" or ours is None:
             continue
         ratios[key] = {
             "latency_p99_zantara_over_baseline": ratio(ours["latency_p99"], value["latency_p99"]),

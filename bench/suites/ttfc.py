@@ -67,9 +67,9 @@ def run(bench: Any) -> dict[str, Any]:
     offset = 0
     with Upstream() as upstream:
         for label, app, size, env in cases:
-            upstream.reset(default=INSTANT)
+            upstream.play(INSTANT)
             with AppProcess(
-                app, kb.path_for(size) / "chroma", upstream.url, TIMING_HEADERS="true", **env
+                app, kb.path_for(size) / "chroma", upstream.base_url, TIMING_HEADERS="true", **env
             ) as proc:
                 bench.wait_quiet()
                 bench.log(f"ttfc: {label} at {size} chunks")

@@ -62,7 +62,9 @@ class FakeAnthropic:
         *,
         startup_timeout: float = 15.0,
         extra_args: tuple[str, ...] = (),
+        module: str = "tests.fakes.anthropic_server",
     ) -> None:
+        self.module = module  # the server to run: this fake, or a variant of it (bench/upstream.py)
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
@@ -79,7 +81,7 @@ class FakeAnthropic:
         cmd = [
             sys.executable,
             "-m",
-            "tests.fakes.anthropic_server",
+            self.module,
             "--host",
             self.host,
             "--port",
@@ -151,6 +153,12 @@ class FakeAnthropic:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("FakeAnthropic is not running; call start() first")
+        return self._proc.pid
 
     @property
     def base_url(self) -> str:
