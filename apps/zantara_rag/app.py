@@ -15,11 +15,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from . import __version__
 from .errors import ZantaraError
 from .events import error_body
-from .http import chat_stream, health, prometheus
+from .http import admin, chat_stream, health, prometheus
 from .http.admission import Admission
 from .http.origin import OriginGate
 from .http.request_log import RequestLog
-from .services import build_services, ingest_sample_if_empty
+from .knowledge.watcher import watch_folder
+from .services import Services, build_services, ingest_sample_if_empty
 from .settings import PACKAGE_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,44 @@ def sse_test_page() -> Path | None:
     return None
 
 
+async def start_knowledge(services: Services) -> list[tuple[asyncio.Task[None], asyncio.Event | None]]:
+    """The knowledge base's background work: the change poll (server mode), the folder watcher (opt-in)."""
+    settings = services.settings
+    try:
+        await services.changes.start()
+        await services.library.sweep()
+    except Exception as exc:  # the store hiccuped: chat reports it on its own; the poll catches up later
+        log.warning("knowledge start-up checks failed (%s)", type(exc).__name__)
+    tasks: list[tuple[asyncio.Task[None], asyncio.Event | None]] = []
+    if settings.chroma_url is not None:
+        tasks.append((asyncio.create_task(services.changes.watch()), None))
+    if settings.knowledge_watch:
+        stop = asyncio.Event()
+        tasks.append(
+            (asyncio.create_task(watch_folder(services.library, settings.knowledge_path, stop)), stop)
+        )
+    if settings.auth_secret is None:
+        log.info(
+            "the admin API and page (/admin) are off: set AUTH_SECRET and mint an admin token with "
+            "`zantara-rag token --sub you@example.com --admin`"
+        )
+    else:
+        log.info("the admin API and page are at /admin (tokens with the admin scope)")
+    return tasks
+
+
+async def stop_knowledge(tasks: list[tuple[asyncio.Task[None], asyncio.Event | None]]) -> None:
+    for task, stop in tasks:
+        if stop is not None:
+            stop.set()  # the watcher leaves its loop between two batches
+        else:
+            task.cancel()
+    if tasks:
+        await asyncio.wait({t for t, _ in tasks}, timeout=5.0)
+    for task, _ in tasks:
+        task.cancel()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -51,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.services = services
         app.state.admission = admission
+        background = await start_knowledge(services)
         ingestion = asyncio.create_task(ingest_sample_if_empty(services))
         try:
             yield
@@ -58,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Cancelling the task would not stop its thread: ask it to stop before its next file, and wait.
             services.stop_ingestion.set()
             await asyncio.wait({ingestion}, timeout=INGESTION_STOP_SECONDS)
+            await stop_knowledge(background)
             await services.aclose()
 
     app = FastAPI(
@@ -70,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat_stream.router)
     app.include_router(health.router)
     app.include_router(prometheus.router)
+    # Without AUTH_SECRET the admin paths answer 404 and stay out of the OpenAPI document.
+    app.include_router(admin.router, include_in_schema=settings.auth_secret is not None)
 
     @app.get("/sse-test", include_in_schema=False)
     async def sse_test() -> Response:
@@ -109,7 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
-    app.add_middleware(OriginGate, allowed=settings.allowed_origins)
+    # The admin page posts to its own origin (browsers send `Origin` on a same-origin POST).
+    app.add_middleware(OriginGate, allowed=settings.allowed_origins, same_origin_prefixes=("/admin",))
     # Outermost of all, so that every response (a refusal too) carries the request id and is logged.
     app.add_middleware(RequestLog, trust_proxy_headers=settings.trust_proxy_headers)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,10 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--prune", action="store_true", help="remove chunks of files that are gone")
     ing.add_argument("--reset", action="store_true", help="drop the collection and rebuild it")
     ing.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ing.add_argument(
+        "--server",
+        metavar="URL",
+        help="send the files through a running service's admin API instead of writing the store here",
+    )
+    ing.add_argument(
+        "--token",
+        default=os.environ.get("ZANTARA_TOKEN"),
+        help="admin token for --server (default: ZANTARA_TOKEN)",
+    )
 
     token = sub.add_parser("token", help="mint a signed access token (needs AUTH_SECRET)")
     token.add_argument("--sub", required=True, help="the subject, usually the user's e-mail")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 2d (default 1h)")
+    token.add_argument(
+        "--admin", action="store_true", help="may manage the knowledge base (/admin): keep it short-lived"
+    )
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -68,11 +82,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from .errors import EmbeddingModelMismatch
-    from .knowledge.ingest import ingest
+    from .errors import StoreBusy
     from .logs import configure_logging
-    from .retrieval.embedder import Embedder
-    from .retrieval.store import VectorStore, connect
+    from .retrieval.writer_lock import WriterLock
 
     settings = load_settings()
     configure_logging(settings)
@@ -81,6 +93,57 @@ def _ingest(args: argparse.Namespace) -> int:
     if missing:
         print(f"zantara-rag ingest: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.server:
+        return _ingest_remote(args, settings, paths)
+    if settings.chroma_url is not None:
+        return _ingest_here(args, settings, paths)
+    try:
+        lock = WriterLock(settings.chroma_path).acquire("zantara-rag ingest")
+    except StoreBusy:
+        print(
+            f"zantara-rag ingest: a running service holds the store {settings.chroma_path} (one writer at "
+            "a time: a second one would not be seen by it, and could corrupt it). Send the files through "
+            "the service instead: zantara-rag ingest --server URL --token TOKEN PATH...",
+            file=sys.stderr,
+        )
+        return 2
+    with lock:
+        return _ingest_here(args, settings, paths)
+
+
+def _ingest_remote(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> int:
+    from .knowledge.remote import RemoteRefused, ingest_remote
+
+    if args.reset:
+        print(
+            "zantara-rag ingest: --reset rebuilds the store here; it cannot go with --server", file=sys.stderr
+        )
+        return 2
+    if not args.token:
+        print("zantara-rag ingest: --server needs an admin token (--token or ZANTARA_TOKEN)", file=sys.stderr)
+        return 2
+    try:
+        report = ingest_remote(
+            paths,
+            args.server,
+            args.token,
+            root=settings.knowledge_path,
+            prune=args.prune,
+            progress=False if args.no_progress else None,
+        )
+    except RemoteRefused as exc:
+        print(f"zantara-rag ingest: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 1 if report.failed and report.files == len(report.failed) else 0
+
+
+def _ingest_here(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> int:
+    from .errors import EmbeddingModelMismatch
+    from .knowledge.ingest import ingest
+    from .retrieval.embedder import Embedder
+    from .retrieval.store import VectorStore, connect
+
     client = connect(settings)
     try:
         if args.reset:
@@ -106,14 +169,14 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from .http.auth import mint_token, parse_ttl
+    from .http.auth import ADMIN_SCOPE, mint_token, parse_ttl
 
     settings = load_settings()
     if settings.auth_secret is None:
         print("zantara-rag token: set AUTH_SECRET first", file=sys.stderr)
         return 2
     try:
-        print(mint_token(settings, args.sub, parse_ttl(args.ttl)))
+        print(mint_token(settings, args.sub, parse_ttl(args.ttl), [ADMIN_SCOPE] if args.admin else []))
     except ValueError as exc:
         print(f"zantara-rag token: {exc}", file=sys.stderr)
         return 2

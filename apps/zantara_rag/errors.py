@@ -115,3 +115,48 @@ class EmbeddingModelMismatch(ZantaraError):
 
     code = "embedding_model_mismatch"
     status = 503
+
+
+class Forbidden(ZantaraError):
+    code = "forbidden"
+    status = 403
+    message = "This token may not manage the knowledge base: mint one with `zantara-rag token --admin`."
+
+
+class NotFound(ZantaraError):
+    code = "not_found"
+    status = 404
+    message = "Not found."
+
+
+class UploadTooLarge(ZantaraError):
+    code = "too_large"
+    status = 413
+
+
+class UnsupportedType(ZantaraError):
+    code = "unsupported_type"
+    status = 415
+
+
+class InvalidUpload(InvalidRequest):
+    code = "invalid_upload"
+    message = "Send the files as multipart/form-data, each in a field named `file`."
+
+
+class StoreBusy(ZantaraError):
+    """Another process writes the embedded store: a second writer would corrupt it."""
+
+    code = "store_busy"
+    status = 503
+
+
+class KnowledgeUnavailable(ZantaraError):
+    """A write to the knowledge base failed (the store is unreachable): what was being written is not kept."""
+
+    code = "knowledge_unavailable"
+    status = 503
+    message = (
+        "The knowledge base could not be written right now. The document being written keeps its previous "
+        "version; documents listed before it were saved. Please try again in a moment."
+    )

@@ -24,6 +24,7 @@ from .domain import FinishedStream
 _FIRST_CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 _DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 _RETRIEVAL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_KB_WRITE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class Metrics:
@@ -86,6 +87,28 @@ class Metrics:
             "zantara_rate_limited_total",
             "Requests refused by rate limiting, by reason.",
             ["reason"],
+            registry=r,
+        )
+
+        self.kb_documents_total = Counter(
+            "zantara_kb_documents_total",
+            "Knowledge base changes by document: added, updated, unchanged, rejected, deleted.",
+            ["action"],
+            registry=r,
+        )
+        self.kb_chunks_embedded_total = Counter(
+            "zantara_kb_chunks_embedded_total", "Chunks embedded by this process's writes.", registry=r
+        )
+        self.kb_write_seconds = Histogram(
+            "zantara_kb_write_seconds",
+            "One document's sync (parse, embed, write) or deletion, through the admin API or the watcher.",
+            buckets=_KB_WRITE_BUCKETS,
+            registry=r,
+        )
+        self.kb_refreshes_total = Counter(
+            "zantara_kb_refreshes_total",
+            "Knowledge base changes noticed, by origin: local (this process wrote) or remote (another did).",
+            ["origin"],
             registry=r,
         )
 

@@ -1,5 +1,10 @@
 """The long-lived parts of the service, built once in the lifespan: the embedder, the store, the retriever,
-the answerer, the stream hub, the team directory, the metrics. Routes read them through `http.deps`."""
+the answerer, the stream hub, the team directory, the metrics, the knowledge base's writer (`Library`) and
+its change signal. Routes read them through `http.deps`.
+
+Where in-process copies of the knowledge base refresh: `Services.changes.subscribe(callback)` (see
+`retrieval.changes`); the callback runs after every write of this process, after the first-start ingestion,
+and within `KNOWLEDGE_POLL_SECONDS` of another process's write in server mode."""
 
 from __future__ import annotations
 
@@ -13,11 +18,14 @@ from .generation.answerer import Answerer
 from .generation.claude import Claude, make_client
 from .generation.team import TeamDirectory
 from .knowledge.ingest import IngestionStopped, ingest
+from .knowledge.library import Library
 from .logs import EmailHasher, log_stream_end
 from .metrics import Metrics
+from .retrieval.changes import KnowledgeChanges
 from .retrieval.embedder import Embedder
 from .retrieval.search import Retriever
 from .retrieval.store import VectorStore, connect
+from .retrieval.writer_lock import WriterLock
 from .settings import Settings
 from .streaming.hub import StreamHub, new_machine_id
 from .streaming.stream import Stream
@@ -39,6 +47,9 @@ class Services:
     team: TeamDirectory
     metrics: Metrics
     email_hash: EmailHasher
+    changes: KnowledgeChanges
+    library: Library
+    writer_lock: WriterLock | None = None
     ingesting: bool = False
     ingest_error: str | None = None
     drain_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -53,17 +64,36 @@ class Services:
 
     async def aclose(self) -> None:
         await self.hub.close(wait_seconds=2.0)
+        await self.library.aclose(wait_seconds=10.0)
         await self.answerer.aclose()
         self.embedder.close()
+        if self.writer_lock is not None:
+            self.writer_lock.release()
 
 
 async def build_services(settings: Settings) -> Services:
     """Load the model and open the store (both blocking: done in threads, before the app accepts traffic)."""
-    # The store first: a collection built by another model is refused before seconds go into loading one.
-    client = await asyncio.to_thread(connect, settings)
-    store = await asyncio.to_thread(VectorStore, client, settings.chroma_collection, settings.embedding_model)
-    embedder = await asyncio.to_thread(Embedder.from_settings, settings)
+    # Embedded: this process becomes the store's only writer, or refuses to start (retrieval.writer_lock).
+    lock = None
+    if settings.chroma_url is None:
+        lock = WriterLock(settings.chroma_path).acquire("zantara-rag serve")
+    try:
+        # The store first: a collection built by another model is refused before seconds go into loading one.
+        client = await asyncio.to_thread(connect, settings)
+        store = await asyncio.to_thread(
+            VectorStore, client, settings.chroma_collection, settings.embedding_model
+        )
+        embedder = await asyncio.to_thread(Embedder.from_settings, settings)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     metrics = Metrics()
+    changes = KnowledgeChanges(
+        store,
+        poll_seconds=settings.knowledge_poll_seconds,
+        on_refresh=lambda origin: metrics.kb_refreshes_total.labels(origin).inc(),
+    )
     sdk_client = make_client(settings)
     if sdk_client is None:
         log.warning(
@@ -97,6 +127,9 @@ async def build_services(settings: Settings) -> Services:
         team=TeamDirectory.load(settings.team_directory),
         metrics=metrics,
         email_hash=EmailHasher(settings.log_hash_key),
+        changes=changes,
+        library=Library(settings, store, embedder, changes, metrics),
+        writer_lock=lock,
     )
 
 
@@ -133,6 +166,8 @@ async def ingest_sample_if_empty(services: Services) -> None:
         )
         await asyncio.to_thread(store.set_flag, SAMPLE_INGESTION_UNFINISHED, False)
         log.info("ingested: %s", report.summary())
+        if report.version is not None:
+            await services.changes.changed_here(report.version)
     except IngestionStopped:
         log.info("first-start ingestion stopped by the shutdown; the next start carries on")
     except Exception as exc:

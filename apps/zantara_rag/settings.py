@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     knowledge_path: Path = DEFAULT_KNOWLEDGE_PATH
     auto_ingest: bool = True
 
+    # --- the living knowledge base (docs/operations.md#adding-a-document)
+    knowledge_watch: bool = False
+    knowledge_poll_seconds: float = Field(2.0, gt=0, le=60)
+    admin_max_upload_bytes: int = Field(20_000_000, ge=1024, le=1_000_000_000)
+    admin_max_pdf_pages: int = Field(500, ge=1, le=100_000)
+
     # --- retrieval
     retrieval_top_k: int = Field(6, ge=1, le=50)
     sources_top_k: int = Field(3, ge=1, le=20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -18,6 +19,8 @@ from ..errors import Unauthorized
 from ..settings import Settings
 
 ALGORITHM = "HS256"
+# The `scope` claim (space-separated) that lets a token manage the knowledge base (`/admin`).
+ADMIN_SCOPE = "admin"
 MAX_TTL_SECONDS = 30 * 86400
 MAX_TOKEN_CHARS = 4096
 _LEEWAY_SECONDS = 5  # clock skew between the minting machine and this one
@@ -27,9 +30,10 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a verified token speaks for."""
+    """Who a verified token speaks for, and what it may do (the `scope` claim, space-separated)."""
 
     subject: str
+    scopes: frozenset[str] = frozenset()
 
 
 def parse_ttl(text: str) -> int:
@@ -43,14 +47,16 @@ def parse_ttl(text: str) -> int:
     return seconds
 
 
-def mint_token(settings: Settings, sub: str, ttl_seconds: int) -> str:
-    """A token for `sub`, valid for `ttl_seconds`, signed with `AUTH_SECRET`."""
+def mint_token(settings: Settings, sub: str, ttl_seconds: int, scopes: Iterable[str] = ()) -> str:
+    """A token for `sub`, valid for `ttl_seconds`, signed with `AUTH_SECRET`; `scopes` go in `scope`."""
     if settings.auth_secret is None:
         raise ValueError("AUTH_SECRET is not set")
     if not sub.strip():
         raise ValueError("the subject must not be empty")
     issued = int(time.time())
-    claims = {"sub": sub.strip(), "iat": issued, "exp": issued + ttl_seconds}
+    claims: dict[str, object] = {"sub": sub.strip(), "iat": issued, "exp": issued + ttl_seconds}
+    if scopes:
+        claims["scope"] = " ".join(sorted(set(scopes)))
     return jwt.encode(claims, settings.auth_secret.get_secret_value(), algorithm=ALGORITHM)
 
 
@@ -75,7 +81,8 @@ def verify_token(settings: Settings, token: str) -> Principal:
         subject = claims["sub"].strip()
         if not subject:
             raise Unauthorized()
-        return Principal(subject)
+        scope = claims.get("scope")
+        return Principal(subject, frozenset(scope.split()) if isinstance(scope, str) else frozenset())
     raise Unauthorized()
 
 

@@ -17,14 +17,18 @@ class OriginGate:
     request. Several Origin headers are refused too: which one a browser meant is unknowable.
     """
 
-    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, allowed: frozenset[str], same_origin_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.allowed = allowed
+        # Paths whose pages the service serves itself (`/admin`): their own origin is allowed too.
+        self.same_origin_prefixes = same_origin_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             origins = [v for k, v in scope["headers"] if k == b"origin"]
-            if origins and (len(origins) > 1 or origins[0].decode("latin-1") not in self.allowed):
+            if origins and (len(origins) > 1 or not self._allowed(scope, origins[0].decode("latin-1"))):
                 error = OriginNotAllowed()
                 body = json.dumps(error_body(error.code, error.message)).encode()
                 await send(
@@ -41,3 +45,18 @@ class OriginGate:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope, origin: str) -> bool:
+        if origin in self.allowed:
+            return True
+        return scope["path"].startswith(self.same_origin_prefixes) and same_host(scope, origin)
+
+
+def same_host(scope: Scope, origin: str) -> bool:
+    """The `Origin` names the host the request was sent to (`Host`): the page came from this service.
+
+    The scheme is not compared: behind Fly's proxy the service sees http for an https page.
+    """
+    hosts = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
+    _, sep, rest = origin.partition("://")
+    return bool(sep) and len(hosts) == 1 and rest.lower() == hosts[0].lower()

@@ -188,3 +188,41 @@ def _load_pdf(path: Path) -> Document:
     if not sections:
         raise UnreadableDocument(f"{path.name}: no extractable text (scanned PDF?)")
     return Document(title=title or _fallback_title(path), sections=sections)
+
+
+def parse(data: bytes, kind: str, name: str) -> Document:
+    """A document from bytes already read and checked (an upload: `knowledge.sniffing` said what `kind` it
+    is); `name` stands in for a title when the content has none. Raises `UnreadableDocument`."""
+    path = Path(name)
+    try:
+        if kind == "pdf":
+            return _parse_pdf(data, path)
+        raw = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        if kind == "html":
+            return _load_html(raw, path)
+        if kind == "markdown":
+            return _load_markdown(raw, path)
+        return _load_text(raw, path)
+    except UnreadableDocument:
+        raise
+    except Exception as exc:
+        raise UnreadableDocument(f"{path.name}: {type(exc).__name__}") from exc
+
+
+def _parse_pdf(data: bytes, path: Path) -> Document:
+    import io
+
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    title = (
+        str(reader.metadata.title).strip() if reader.metadata is not None and reader.metadata.title else ""
+    )
+    sections = []
+    for number, page in enumerate(reader.pages, start=1):
+        text = (page.extract_text() or "").strip()
+        if text:
+            sections.append(Section(f"Page {number}", text))
+    if not sections:
+        raise UnreadableDocument(f"{path.name}: no extractable text (scanned PDF?)")
+    return Document(title=title or _fallback_title(path), sections=sections)

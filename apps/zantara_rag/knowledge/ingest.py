@@ -4,6 +4,15 @@ Chunk ids are positional and stable (`<doc hash>-<index>`); each chunk's metadat
 content. A re-run compares hashes and embeds only chunks that are new or changed, so re-ingesting an
 unchanged knowledge base embeds nothing and writes nothing.
 
+A new version of a document is written in one step, so a failure halfway leaves the previous version in
+place, never a mix: the document is parsed, chunked and every new or changed chunk embedded before anything
+is written; then one upsert carries the whole new version (unchanged chunks with their stored vectors, so
+every chunk says which version it belongs to) together with the old version's left-over chunks marked
+`superseded`, which no query returns. Chroma applies one upsert as one log entry: either all of it lands or
+none. The superseded chunks are deleted right after; if that fails they stay invisible and are deleted by the
+next write of the document or the next start. After writing, a write path records the change on the
+collection (`VectorStore.mark_changed`), which every service notices (`retrieval.changes`).
+
 A document's key (its `id` in the sources event) does not depend on the folder named on the command line:
 it is the path inside the knowledge root (`KNOWLEDGE_PATH`), prefixed with the root's name, so `ingest kb/`
 and `ingest kb/visas` give one file one key. Files outside the root are keyed by their path relative to the
@@ -19,13 +28,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..retrieval.embedder import Embedder
-from ..retrieval.store import VectorStore
+from ..retrieval.store import SUPERSEDED, VectorStore
 from .chunking import Chunk, chunk_document, content_hash
-from .documents import Document, UnreadableDocument, discover, load
+from .documents import Document, UnreadableDocument, discover, load, parse
+
+# Chunks embedded per call: the embedder serves questions on the same model, one call at a time, so a long
+# document is embedded in slices that questions can slip between.
+EMBED_SLICE = 16
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +57,7 @@ class IngestReport:
     unchanged: int = 0
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    version: str | None = None  # the change marker recorded after writing, when anything was written
 
     def summary(self) -> str:
         line = (
@@ -113,18 +128,87 @@ def ingest(
             report.failed.append(file.name)
             continue
         chunks = chunk_document(document, max_chars, overlap)
-        _sync_document(key, document, chunks, store, embedder, report)
+        # The bytes' digest is what lets an upload of the same file skip parsing; here the chunks' own
+        # hashes decide, and the file is not read a second time.
+        origin = Origin("", file.stat().st_size)
+        _sync_document(key, document, chunks, store, embedder, report, origin)
         if on_file is not None:
             on_file(key)
 
     if prune:
         for gone in sorted(store.documents() - seen):
             if any(gone.startswith(folder) for folder in folders):
-                existing = store.chunks_of(gone)
-                store.delete(existing)
-                report.removed += len(existing)
+                report.removed += remove_document(gone, store)
+    if report.added or report.updated or report.removed:
+        report.version = store.mark_changed()
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The file a version of a document came from: a digest of its bytes (and the chunking), its size."""
+
+    digest: str
+    size: int
+
+
+def source_digest(data: bytes, max_chars: int, overlap: int) -> str:
+    """Same bytes chunked the same way: the same digest, and nothing to do."""
+    return hashlib.sha256(b"%d:%d:" % (max_chars, overlap) + data).hexdigest()[:32]
+
+
+@dataclass
+class Synced:
+    """One document's outcome: `added`, `updated` or `unchanged`, with its chunk counts."""
+
+    key: str
+    title: str
+    status: str
+    chunks: int
+    report: IngestReport
+
+
+class DocumentTooLarge(UnreadableDocument):
+    """More chunks than the store takes in one write (a version is written in one step)."""
+
+
+def sync_bytes(
+    key: str,
+    data: bytes,
+    kind: str,
+    name: str,
+    store: VectorStore,
+    embedder: Embedder,
+    *,
+    max_chars: int,
+    overlap: int,
+) -> Synced:
+    """Sync one document from bytes already read and checked (an upload), under `key`.
+
+    The same bytes as the stored version cost one metadata read: nothing is parsed, embedded or written.
+    Raises `UnreadableDocument` (nothing written). Does not record the change: the caller does, once.
+    """
+    origin = Origin(source_digest(data, max_chars, overlap), len(data))
+    current = store.metadatas_of(key)
+    report = IngestReport(files=1)
+    if current and all(m.get("source_hash") == origin.digest and not m.get(SUPERSEDED) for m in current):
+        report.unchanged = len(current)
+        return Synced(key, str(current[0].get("title") or key), "unchanged", len(current), report)
+    document = parse(data, kind, name)
+    chunks = chunk_document(document, max_chars, overlap)
+    if not chunks:
+        raise UnreadableDocument(f"{name}: no text")
+    wrote = _sync_document(key, document, chunks, store, embedder, report, origin)
+    status = "added" if not current else "updated" if wrote else "unchanged"
+    return Synced(key, document.title, status, len(chunks), report)
+
+
+def remove_document(key: str, store: VectorStore) -> int:
+    """Delete every chunk of one document in one step; the number of chunks removed."""
+    existing = store.chunks_of(key)
+    store.delete(existing)
+    return len(existing)
 
 
 def _sync_document(
@@ -134,22 +218,21 @@ def _sync_document(
     store: VectorStore,
     embedder: Embedder,
     report: IngestReport,
-) -> None:
+    origin: Origin,
+) -> bool:
+    """Write the new version of one document in one step (see the module docstring); False if unchanged."""
     existing = store.chunks_of(key)
-    ids, texts, metas = [], [], []
-    wanted: set[str] = set()
+    indexed_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    ids: list[str] = []
+    texts: list[str] = []
+    metas: list[dict[str, Any]] = []
+    changed: list[int] = []
     for chunk in chunks:
         cid = chunk_id(key, chunk.index)
-        wanted.add(cid)
         text = chunk.embedding_text(document.title)
         digest = content_hash(text, document.title, chunk.section, document.url, document.updated)
-        if existing.get(cid) == digest:
-            report.unchanged += 1
-            continue
-        if cid in existing:
-            report.updated += 1
-        else:
-            report.added += 1
+        if existing.get(cid) != digest:
+            changed.append(len(ids))
         ids.append(cid)
         texts.append(text)
         metas.append(
@@ -162,10 +245,49 @@ def _sync_document(
                 "language": document.language or "",
                 "chunk_index": chunk.index,
                 "content_hash": digest,
+                "source_hash": origin.digest,
+                "source_bytes": origin.size,
+                "indexed_at": indexed_at,
             }
         )
-    if ids:
-        store.upsert(ids, embedder.embed(texts), texts, metas)
-    stale = [cid for cid in existing if cid not in wanted]
-    store.delete(stale)
+    stale = [cid for cid in existing if cid not in set(ids)]
+    for i in changed:
+        if ids[i] in existing:
+            report.updated += 1
+        else:
+            report.added += 1
+    report.unchanged += len(ids) - len(changed)
     report.removed += len(stale)
+    if not changed and not stale:
+        return False
+    if len(ids) + len(stale) > store.max_batch():
+        raise DocumentTooLarge(f"{key}: {len(ids)} chunks, more than one write can carry")
+
+    # Everything that can fail slowly happens before the first write: embedding, reading stored vectors.
+    vectors: dict[int, list[float]] = {}
+    for start in range(0, len(changed), EMBED_SLICE):
+        part = changed[start : start + EMBED_SLICE]
+        for i, vector in zip(part, embedder.embed([texts[i] for i in part]), strict=True):
+            vectors[i] = vector
+    kept = store.records([cid for i, cid in enumerate(ids) if i not in vectors])
+    old = store.records(stale)
+    all_ids: list[str] = []
+    all_vectors: list[list[float]] = []
+    all_texts: list[str] = []
+    all_metas: list[dict[str, Any]] = []
+    for i, cid in enumerate(ids):
+        all_ids.append(cid)
+        all_vectors.append(vectors[i] if i in vectors else kept[cid][0])
+        all_texts.append(texts[i])
+        all_metas.append(metas[i])
+    for cid, (vector, text, meta) in old.items():
+        all_ids.append(cid)
+        all_vectors.append(vector)
+        all_texts.append(text)
+        all_metas.append({**meta, SUPERSEDED: True})
+    store.upsert(all_ids, all_vectors, all_texts, all_metas)  # the one step: the new version, whole
+    try:
+        store.delete(stale)
+    except Exception as exc:
+        log.warning("superseded chunks of %s left for later (%s)", key, type(exc).__name__)
+    return True

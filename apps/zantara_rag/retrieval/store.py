@@ -3,12 +3,20 @@
 Vectors are computed by our `Embedder` and passed in, so Chroma never loads a model of its own. The
 collection records which embedding model built it; opening it with another model is refused, because
 comparing vectors from two models returns confident garbage.
+
+The collection's metadata also carries the knowledge base's change marker (`kb_version`): every write path
+(the admin API, `zantara-rag ingest`, the folder watcher, the first-start ingestion) sets it to a new random
+token after writing, so any process that reads it (`version`) can tell that the content changed
+(`retrieval.changes`). A chunk marked `superseded` belongs to an older version of its document and is
+being removed: queries never return it (`knowledge.ingest` explains the swap).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +26,8 @@ from ..errors import EmbeddingModelMismatch
 from ..settings import Settings
 
 MODEL_KEY = "embedding_model"
+VERSION_KEY = "kb_version"
+SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +90,35 @@ class VectorStore:
 
     def flag(self, name: str) -> bool:
         """A boolean recorded on the collection (as its metadata), so every machine and restart sees it."""
-        return bool((self._collection.metadata or {}).get(name))
+        return bool(self._metadata().get(name))
 
     def set_flag(self, name: str, value: bool) -> None:
-        metadata = {k: v for k, v in (self._collection.metadata or {}).items() if k != name}
+        metadata = {k: v for k, v in self._metadata().items() if k != name}
         if value:
             metadata[name] = True
         self._collection.modify(metadata=metadata)
+
+    def _metadata(self) -> dict[str, Any]:
+        """The collection's metadata as stored now: another process (a Chroma server's other clients) may
+        have changed it since this one opened the collection. `modify` replaces it whole."""
+        fresh = self._client.get_collection(self.name, embedding_function=None)
+        return dict(fresh.metadata or {})
+
+    def version(self) -> str:
+        """The change marker: a token that every write path replaces (empty before the first)."""
+        return str(self._metadata().get(VERSION_KEY) or "")
+
+    def mark_changed(self) -> str:
+        """Record that the content changed, after the write; returns the new token."""
+        token = f"{time.time_ns():x}-{secrets.token_hex(4)}"
+        metadata = self._metadata()
+        metadata[VERSION_KEY] = token
+        self._collection.modify(metadata=metadata)
+        return token
+
+    def max_batch(self) -> int:
+        """The most records one write may carry (one write is one atomic step: `knowledge.ingest`)."""
+        return int(self._client.get_max_batch_size())
 
     def query(self, vector: Sequence[float], k: int) -> list[Hit]:
         result = self._collection.query(
@@ -100,6 +132,8 @@ class VectorStore:
             result["distances"][0],
             strict=True,
         ):
+            if meta and meta.get(SUPERSEDED):
+                continue
             # Cosine distance is 1 - cos_sim, in [0, 2]; clamp the similarity to [0, 1] for the contract.
             hits.append(Hit(id_, text or "", dict(meta or {}), max(0.0, min(1.0, 1.0 - float(dist)))))
         return hits
@@ -108,16 +142,42 @@ class VectorStore:
         return await asyncio.to_thread(self.query, vector, k)
 
     def chunks_of(self, doc: str) -> dict[str, str]:
-        """Existing chunk ids of one document mapped to their content hashes."""
+        """Existing chunk ids of one document mapped to their content hashes ("" for a superseded chunk,
+        which must be written again to count)."""
         got = self._collection.get(where={"doc": doc}, include=["metadatas"])
         return {
-            i: str((m or {}).get("content_hash", ""))
+            i: "" if (m or {}).get(SUPERSEDED) else str((m or {}).get("content_hash", ""))
             for i, m in zip(got["ids"], got["metadatas"], strict=True)
         }
+
+    def metadatas_of(self, doc: str) -> list[dict[str, Any]]:
+        got = self._collection.get(where={"doc": doc}, include=["metadatas"])
+        return [dict(m or {}) for m in got["metadatas"]]
 
     def documents(self) -> set[str]:
         got = self._collection.get(include=["metadatas"])
         return {str((m or {}).get("doc")) for m in got["metadatas"]}
+
+    def all_metadatas(self) -> list[dict[str, Any]]:
+        """Every chunk's metadata (superseded ones left out): what the document list is made of."""
+        got = self._collection.get(include=["metadatas"])
+        return [dict(m or {}) for m in got["metadatas"] if not (m or {}).get(SUPERSEDED)]
+
+    def records(self, ids: list[str]) -> dict[str, tuple[list[float], str, dict[str, Any]]]:
+        """The stored vector, text and metadata of each of `ids` that exists."""
+        if not ids:
+            return {}
+        got = self._collection.get(ids=ids, include=["embeddings", "documents", "metadatas"])
+        return {
+            i: ([float(x) for x in v], d or "", dict(m or {}))
+            for i, v, d, m in zip(
+                got["ids"], got["embeddings"], got["documents"], got["metadatas"], strict=True
+            )
+        }
+
+    def superseded_ids(self) -> list[str]:
+        """Chunks of older versions whose removal did not complete (`knowledge.ingest`)."""
+        return list(self._collection.get(where={SUPERSEDED: True}, include=[])["ids"])
 
     def upsert(
         self,
