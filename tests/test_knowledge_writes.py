@@ -225,12 +225,13 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "kb" / "quokka.md").write_text(QUOKKA, encoding="utf-8")
     monkeypatch.setenv("KNOWLEDGE_PATH", str(tmp_path / "kb"))
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, level, converter = root.handlers[:], root.level, logging.Formatter.converter
     try:
         yield tmp_path
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        logging.Formatter.converter = converter  # type: ignore[method-assign]
 
 
 def test_cli_ingest_refuses_a_store_a_service_holds_and_names_server(

@@ -57,8 +57,8 @@ async def start_knowledge(services: Services) -> list[tuple[asyncio.Task[None], 
         )
     if settings.auth_secret is None:
         log.info(
-            "the admin API and page (/admin) are off: set AUTH_SECRET and mint an admin token with "
-            "`zantara-rag token --sub you@example.com --admin`"
+            "the admin API and page (/admin) are off: turn authentication on (docs/security.md, "
+            "'The admin scope') and mint an admin token with `zantara-rag token --sub NAME --admin`"
         )
     else:
         log.info("the admin API and page are at /admin (tokens with the admin scope)")
