@@ -84,11 +84,11 @@ def pdf(pages: list[list[str]], title: str = "Golden visa brochure") -> bytes:
 
 
 def brochure(pages: int = 20) -> bytes:
-    """A `pages`-page brochure; page 13 holds the fact the tests ask about."""
+    """A `pages`-page brochure; page 13 (or the last, when fewer) holds the fact the tests ask about."""
     body = []
     for number in range(1, pages + 1):
         lines = [f"Golden visa brochure page {number}."]
-        if number == 13:
+        if number == min(13, pages):
             lines += [
                 "The golden visa platypus fee is IDR 13,131,313 for every applicant.",
                 "It is paid at the platypus counter of the immigration office.",

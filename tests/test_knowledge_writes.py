@@ -90,7 +90,7 @@ class FailingStore:
 
 
 def two_versions() -> tuple[bytes, bytes]:
-    old = brochure(20)
+    old = brochure(10)
     new = pdf(
         [[f"New brochure page {n}: the platypus fee is now IDR 99,999 per applicant."] for n in range(1, 6)]
     )
@@ -111,7 +111,7 @@ def test_an_embedding_failure_half_way_leaves_the_previous_version(
 
     failing = FailingEmbedder(embedder, fail_on=2)
     with pytest.raises(RuntimeError):
-        write(store, failing, brochure(20).replace(b"general conditions", b"special conditions"))
+        write(store, failing, brochure(10).replace(b"general conditions", b"special conditions"))
     assert failing.calls == 2  # the second slice failed, after the first had been embedded
     assert snapshot(store) == before and store.version() == version
 
@@ -157,7 +157,7 @@ def test_a_failed_cleanup_leaves_the_new_version_whole_and_the_old_chunks_unretr
 
 
 def test_every_chunk_of_a_version_carries_that_version(store: VectorStore, embedder: Embedder) -> None:
-    old = brochure(20)
+    old = brochure(10)
     write(store, embedder, old)
     # One page changes: only its chunks are embedded again, but every chunk is rewritten with the new origin.
     changed = old.replace(b"13,131,313", b"31,313,131")
