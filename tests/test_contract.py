@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess, claude_env
+from tests.harness import DEFAULT_MODEL, ServerProcess, claude_env
 from tests.sse import CHAT, SSE, ask, assert_contract
 
 pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
@@ -184,11 +184,11 @@ def test_claude_answer_carries_passages_history_and_model(
         claude_server.url, "What does an investor KITAS require?", conversation_history=json.dumps(history)
     )
     assert_contract(got)
-    assert got.last["model"] == "claude-haiku-4-5" and got.last["degraded"] is False
+    assert got.last["model"] == DEFAULT_MODEL and got.last["degraded"] is False
     assert got.last["usage"]["inputTokens"] > 0 and got.last["usage"]["outputTokens"] > 0
     (request,) = claude.requests()
     body = request["body"]
-    assert body["model"] == "claude-haiku-4-5" and body["stream"] is True
+    assert body["model"] == DEFAULT_MODEL and body["stream"] is True
     assert (
         request["headers"].get("authorization") == "Bearer sk-ant-test-SECRET-0123456789"
         or request["headers"].get("x-api-key") == "sk-ant-test-SECRET-0123456789"

@@ -85,7 +85,7 @@ SCENARIO_FIELDS = frozenset(
         "cut_after_chunks",
         "cut_mode",  # "close" (default: FIN mid-body) or "reset" (TCP RST)
         "stop_reason",
-        "segments",  # [{"text", "cite": [[search_result_index, start, end], ...]}]: content blocks
+        "segments",  # [{"text", "cite": [[search_result_index, start, end] or a citation object]}]: blocks
         "restate",  # a continuation starts this many characters early, repeating the end of the answer so far
         "thinking",  # a (not displayed) thinking block before the text, as adaptive thinking sends it
         "error_code",  # error.details.error_code of an error response (enforced_spend_limit_reached...)
@@ -289,6 +289,11 @@ def draw_fault(spec: dict[str, Any], n: int, n_chunks: int) -> tuple[str | None,
     return fault, {"stall_after_chunks": at, "stall_ms": spec.get("stall_ms", 600_000)}
 
 
+def _cite(body: dict[str, Any], ref: list[int] | dict[str, Any]) -> dict[str, Any]:
+    """A scenario's citation: ``[search_result_index, start, end]`` of the request, or an object as is."""
+    return ref if isinstance(ref, dict) else citation(body, *ref)
+
+
 class _Answer:
     """One answer as deltas: its content blocks (text and citations) cut into chunks, and their frames.
 
@@ -306,8 +311,7 @@ class _Answer:
                 segments: list[Segment] = [(plan["text"] * int(plan.get("repeat", 1)), [])]
             elif "segments" in plan:
                 segments = [
-                    (g["text"], [citation(body, *ref) for ref in g.get("cite") or []])
-                    for g in plan["segments"]
+                    (g["text"], [_cite(body, ref) for ref in g.get("cite") or []]) for g in plan["segments"]
                 ]
             else:
                 segments = default_segments(body, int(plan.get("restate", 0)))
