@@ -56,6 +56,10 @@ class Answerer:
         self.claude = claude  # None when no API key is configured: every answer is extractive
         self.extractive_delay = settings.extractive_chunk_delay_ms / 1000
         self.breakers = Breakers(settings, claude.metrics if claude is not None else None)
+        if claude is not None:  # exported from the start, closed
+            for model in (settings.anthropic_model, settings.anthropic_fallback_model):
+                if model:
+                    self.breakers[model]
 
     async def aclose(self) -> None:
         if self.claude is not None:
