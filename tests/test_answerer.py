@@ -24,7 +24,7 @@ from zantara_rag.domain import (
 from zantara_rag.errors import UpstreamInterrupted
 from zantara_rag.generation.answerer import Answerer
 from zantara_rag.generation.claude import Claude, make_client
-from zantara_rag.generation.extractive import LABEL_EN
+from zantara_rag.generation.extractive import LABEL_EN, compose, compose_spans
 from zantara_rag.generation.prompt import build_messages
 from zantara_rag.settings import Settings
 
@@ -281,3 +281,15 @@ async def test_citations_the_chain_cannot_place_are_dropped(
         Span(),
         " Unplaced.",
     ]
+
+
+async def test_the_extractive_stream_is_the_composed_answer_with_a_span_per_quoted_line() -> None:
+    answerer = Answerer(settings("http://127.0.0.1:9", anthropic_api_key=None), None)
+    pieces = await collect_pieces(answerer)
+    spans = compose_spans(QUESTION.query, PASSAGES)
+    # Every character arrives, the label's blank line included.
+    assert "".join(p for p in pieces if isinstance(p, str)) == compose(QUESTION.query, PASSAGES)
+    assert [p for p in pieces if isinstance(p, Span)] == [Span(cites) for _, cites in spans[1:]]
+    assert spans[0] == (LABEL_EN + "\n\n", ())
+    for text, (citation,) in spans[1:]:
+        assert citation.cited_text in text and text.rstrip().endswith(f"[{citation.number}]")

@@ -24,7 +24,7 @@ from tests.chroma_server import ChromaServer
 from tests.fakes.answers import answer_so_far, refuses_prefill
 from tests.fakes.anthropic_server import default_answer
 from tests.fakes.control import FakeAnthropic
-from tests.harness import KNOWLEDGE, ServerProcess, free_port
+from tests.harness import KNOWLEDGE, ServerProcess, free_port, wait_until
 from tests.sse import CHAT, ask, assert_contract
 from tests.streaming import (
     Conversation,
@@ -396,8 +396,9 @@ def test_leaving_before_the_response_starts_cancels_the_answer(
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(request_bytes(QUESTION))
     # The question still goes through retrieval and its answer starts; nobody reads it, so it is cancelled.
-    # (Wait for that request first: before retrieval ends, nothing is running yet and all looks settled.)
-    fake.wait_for(lambda rs: bool(rs) and rs[0]["outcome"] != "in_progress", timeout=30)
+    # (Until retrieval ends nothing is running yet and all looks settled: wait for the stream's end first.)
+    key = 'zantara_streams_total{outcome="cancelled"}'
+    wait_until(lambda: metrics(server).get(key, 0) > before.get(key, 0), timeout=30)
     assert_outcome_counted(before, wait_settled(server, fake), "cancelled")
     records = fake.requests()
     assert all(r["outcome"] == "client_disconnected" and r["chunks_sent"] < 200 for r in records), records

@@ -78,6 +78,6 @@ def compose_spans(query: str, passages: list[Passage]) -> list[tuple[str, tuple[
 
 def pieces(text: str, words: int = 3) -> Iterator[str]:
     """Split into small chunks of a few words, keeping the whitespace so the pieces join back exactly."""
-    tokens = re.findall(r"\s*\S+", text)
+    tokens = re.findall(r"\s*\S+|\s+$", text)
     for i in range(0, len(tokens), words):
         yield "".join(tokens[i : i + words])
