@@ -6,13 +6,14 @@ Runs the real `Answerer` and `Claude` (the real SDK) in-process against the fake
 refuses an assistant prefill on 4.6+ models as the API does, and prints:
 
 - characters delivered across a mid-answer failure (a connection cut after 3 deltas), per model setup;
-- upstream requests for six questions in a row while every model answers 529, and for one answer while
-  the account is out of credit (402).
+- upstream requests for six questions in a row while every model answers 529, the wait per question
+  while every request stalls, and the requests for one answer while the account is out of credit (402).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -72,6 +73,7 @@ async def answer(s: Settings) -> tuple[str, AnswerMeta, str]:
 
 
 async def main() -> None:
+    logging.disable(logging.WARNING)  # the chain's warnings, one per failed attempt, would drown the figures
     with FakeAnthropic() as fake:
         full = len(default_answer({"messages": build_messages(QUESTION, PASSAGES)}))
         print("Characters delivered across a mid-answer failure (connection cut after 3 deltas):")
@@ -87,6 +89,7 @@ async def main() -> None:
             fake.reset()
             fake.set_default(status=529)
             s = settings(fake.base_url, model, fallback, upstream_breaker_cooldown_seconds=60)
+            # (Settings without the breaker, as before this change, ignore the unknown field.)
             answerer = Answerer(s, Claude(s, make_client(s)))
             started = time.perf_counter()
             per_question = []
@@ -98,6 +101,20 @@ async def main() -> None:
             await answerer.aclose()
             elapsed = time.perf_counter() - started
             print(f"  {label:48} {sum(per_question):3} requests {per_question} in {elapsed:.2f} s")
+
+        print("Seconds per question while every request stalls (UPSTREAM_FIRST_TOKEN_TIMEOUT 0.5 s):")
+        fake.reset()
+        fake.set_default(first_token_delay_ms=60_000)
+        s = settings(fake.base_url, *SETUPS[0][1:], upstream_first_token_timeout=0.5)
+        answerer = Answerer(s, Claude(s, make_client(s)))
+        waits = []
+        for _ in range(6):
+            started = time.perf_counter()
+            async for _item in answerer.answer(QUESTION, PASSAGES, None, AnswerMeta()):
+                pass
+            waits.append(round(time.perf_counter() - started, 2))
+        await answerer.aclose()
+        print(f"  {SETUPS[0][0]:48} {waits} ({sum(waits):.1f} s in all)")
 
         fake.reset()
         fake.set_default(status=402)
