@@ -19,6 +19,7 @@ from typing import Any
 
 from tests.fakes.answers import default_answer
 from tests.fakes.control import FakeAnthropic
+
 from zantara_rag.domain import AnswerMeta, ChatRequest, Passage, chunk_text
 from zantara_rag.generation.answerer import Answerer
 from zantara_rag.generation.claude import Claude, make_client
@@ -57,7 +58,7 @@ def settings(base_url: str, model: str, fallback: str | None, **extra: Any) -> S
     return Settings(**values)
 
 
-async def answer(s: Settings) -> tuple[str, AnswerMeta, str]:
+async def answer(s: Settings) -> tuple[str, str]:
     answerer = Answerer(s, Claude(s, make_client(s)))
     meta = AnswerMeta()
     text, outcome = "", "done"
@@ -69,7 +70,7 @@ async def answer(s: Settings) -> tuple[str, AnswerMeta, str]:
         outcome = getattr(exc, "code", type(exc).__name__)
     finally:
         await answerer.aclose()
-    return text, meta, outcome
+    return text, outcome
 
 
 async def main() -> None:
@@ -80,7 +81,7 @@ async def main() -> None:
         for label, model, fallback in SETUPS:
             fake.reset()
             fake.enqueue({"cut_after_chunks": 3})
-            text, meta, outcome = await answer(settings(fake.base_url, model, fallback))
+            text, outcome = await answer(settings(fake.base_url, model, fallback))
             statuses = [r["status"] for r in fake.requests()]
             print(f"  {label:48} {len(text):4} of {full} ({outcome}; upstream statuses {statuses})")
 
@@ -118,7 +119,7 @@ async def main() -> None:
 
         fake.reset()
         fake.set_default(status=402)
-        _, _, outcome = await answer(settings(fake.base_url, *SETUPS[0][1:]))
+        await answer(settings(fake.base_url, *SETUPS[0][1:]))
         print(f"Upstream requests for one answer while out of credit (402): {len(fake.requests())}")
 
 

@@ -208,6 +208,27 @@ def test_claude_answer_carries_passages_history_and_model(
     assert got.answer.startswith(f"According to {titles[0]} [1]")
 
 
+def test_claudes_citations_reach_the_client_with_the_numbering_of_the_sources(
+    claude_server: ServerProcess, claude: FakeAnthropic
+) -> None:
+    got = ask(claude_server.url, "What does an investor KITAS require?")
+    assert_contract(got)  # which also checks each citation against the source it names
+    results = [
+        b for b in claude.requests()[0]["body"]["messages"][-1]["content"] if b["type"] == "search_result"
+    ]
+    assert all(r["citations"] == {"enabled": True} and len(r["content"]) > 1 for r in results)  # sentences
+    spans = got.spans
+    cited = [(text, cites) for text, cites in spans if cites]
+    # The fake cites the first sentence block of passages [1] and [2], as the API would.
+    assert [c["source"] for _, cites in cited for c in cites] == [1, 2]
+    first_sentence = results[0]["content"][0]["text"]
+    assert cited[0][1][0]["citedText"] == first_sentence
+    assert got.sources[0]["cited"] == [first_sentence] and got.sources[1]["cited"]
+    assert all("cited" not in source for source in got.sources[2:])  # not cited: no key
+    assert "".join(text for text, _ in spans) == got.answer
+    assert cited[0][0].strip() == first_sentence[:100].strip()  # the claim: the text the citation opened
+
+
 @pytest.mark.parametrize(
     "chunks",
     [
@@ -235,6 +256,25 @@ def test_lone_surrogates_and_controls_become_valid_utf8(
     assert got.texts[1]["text"] == " tab\tend"
     (request,) = claude.requests()
     assert request["body"]["messages"][-1]["content"][-1]["text"] == "Question: hello [31mKITAS"
+
+
+def test_a_citation_with_a_lone_surrogate_becomes_valid_utf8(
+    claude_server: ServerProcess, claude: FakeAnthropic
+) -> None:
+    broken = {
+        "type": "search_result_location",
+        "cited_text": "fee \ud83d end",  # half an emoji, as a broken upstream could send
+        "search_result_index": 0,
+        "source": "kb",
+        "title": "[1] KB",
+        "start_block_index": 0,
+        "end_block_index": 1,
+    }
+    claude.enqueue({"segments": [{"text": "The fee.", "cite": [broken]}]})
+    got = ask(claude_server.url, "Tell me about the investor KITAS")
+    assert_contract(got)
+    assert got.texts[0]["citations"] == [{"source": 1, "citedText": "fee \ufffd end"}]
+    assert got.sources[0]["cited"] == ["fee \ufffd end"]
 
 
 def test_personalised_from_team_directory_without_logging_the_address(

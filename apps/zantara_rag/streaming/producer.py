@@ -27,11 +27,12 @@ def _error(error: ZantaraError, count: int) -> str:
 
 def _cites(citations: tuple[Citation, ...], cited: dict[int, list[str]]) -> list[Cite]:
     """The wire form of a span's citations, noting each cited text under its passage for the sources event."""
-    for c in citations:
-        spans = cited.setdefault(c.number, [])
-        if c.cited_text not in spans:
-            spans.append(c.cited_text)
-    return [Cite(source=c.number, cited_text=clean_text(c.cited_text)) for c in citations]
+    cites = [Cite(source=c.number, cited_text=clean_text(c.cited_text)) for c in citations]
+    for cite in cites:
+        spans = cited.setdefault(cite.source, [])
+        if cite.cited_text not in spans:
+            spans.append(cite.cited_text)
+    return cites
 
 
 async def produce(
