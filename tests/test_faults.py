@@ -148,7 +148,8 @@ def test_three_failures_end_in_the_labelled_extractive_answer(
     assert_contract(got)
     assert got.last["model"] == "extractive" and got.last["degraded"] is True
     assert "extractive summary" in got.answer and "1,000,000" in got.answer
-    records = fake.requests()
+    # The last closed request may reach the fake's books a moment after the (fast) extractive answer ends.
+    records = fake.wait_for(lambda rs: all(r["outcome"] != "in_progress" for r in rs), timeout=5)
     assert [r["model"] for r in records] == [PRIMARY, PRIMARY, FALLBACK]
     if "first_token_delay_ms" in scenario:
         # Each stalled request was closed by us at UPSTREAM_FIRST_TOKEN_TIMEOUT, not left hanging.
