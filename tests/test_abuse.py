@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess, claude_env
+from tests.harness import DEFAULT_MODEL, ServerProcess, claude_env
 from tests.security import Reply, ask_plain, ask_sse, peer
 from tests.sse import CHAT, SSE
 
@@ -223,7 +223,7 @@ def test_a_spent_global_budget_answers_extractively(behind_fly: ServerProcess, c
     with httpx.Client(base_url=behind_fly.url, timeout=30) as client:
         first = ask_sse(client, headers={"Fly-Client-IP": "203.0.113.50"})
         later = [ask_sse(client, headers={"Fly-Client-IP": f"203.0.113.{n}"}) for n in (50, 51)]
-    assert first.last["model"] == "claude-haiku-4-5"
+    assert first.last["model"] == DEFAULT_MODEL
     for reply in later:
         assert reply.last["model"] == "extractive" and reply.last["degraded"] is True
         assert "usage" not in reply.last and "code" not in reply.last

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess, claude_env
+from tests.harness import DEFAULT_MODEL, ServerProcess, claude_env
 from tests.sse import CHAT, ask, assert_contract
 
 pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
@@ -90,7 +90,7 @@ def test_a_stream_is_logged_by_request_id_with_a_keyed_hash_of_the_user(
     usage = got.last["usage"]
     assert end["msg"] == "stream end" and end["stream_id"] == got.ids[0].rsplit(":", 1)[0]
     assert end["user"] == expected_user
-    assert end["outcome"] == "done" and end["model"] == "claude-haiku-4-5" and end["degraded"] is False
+    assert end["outcome"] == "done" and end["model"] == DEFAULT_MODEL and end["degraded"] is False
     assert end["text_chunks"] == len(got.texts) and end["resumes"] == 0
     assert (end["input_tokens"], end["output_tokens"]) == (usage["inputTokens"], usage["outputTokens"])
     assert 0 < end["time_to_first_chunk_ms"] <= end["duration_ms"] <= access["duration_ms"]

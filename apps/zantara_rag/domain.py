@@ -67,7 +67,8 @@ class Passage:
     similarity: float
     chunks: list[str] = field(default_factory=list)
 
-    def source(self) -> Source:
+    def source(self, cited: list[str] | None = None) -> Source:
+        """This passage as the sources event lists it; `cited`: the spans of it the answer cited."""
         return Source(
             source=self.title,
             snippet=snippet(self.chunks[0]),
@@ -75,7 +76,28 @@ class Passage:
             url=self.url or None,
             section=self.section or None,
             id=self.doc,
+            cited=cited or None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A passage span that supports part of an answer: passage `number` (its `[n]`) and the text cited."""
+
+    number: int
+    cited_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """In an answer's stream of text deltas: the text from here to the next `Span` rests on `citations`
+    (none: uncited text). What Claude's cited content blocks, and the extractive answer's lines, become."""
+
+    citations: tuple[Citation, ...] = ()
+
+
+# What an answer streams: text deltas, and a `Span` wherever the citations behind the text change.
+AnswerPiece = str | Span
 
 
 @dataclass

@@ -43,12 +43,25 @@ class _Event(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
+class Cite(_Event):
+    """A passage span that supports the text: `source` is its `[n]` (1-based, into the sources list)."""
+
+    source: int = Field(ge=1)
+    cited_text: str = Field(alias="citedText")
+
+
 class TextEvent(_Event):
-    """One piece of the answer, in order."""
+    """One piece of the answer, in order.
+
+    `citations`, when present, starts a new span of the answer: this text and that of the following text
+    events, up to the next one that carries `citations`, rests on these passage spans (`[]`: on none).
+    Text before the first `citations` is uncited. Clients that ignore the key see the same answer.
+    """
 
     text: str
     sequence_number: int = Field(alias="sequenceNumber", ge=1)
     timestamp: float
+    citations: list[Cite] | None = None
 
 
 class Source(_Event):
@@ -60,6 +73,8 @@ class Source(_Event):
     url: str | None = None
     section: str | None = None
     id: str | None = None
+    # The exact spans of this source the answer cited (Claude's `cited_text`), in the order first cited.
+    cited: list[str] | None = None
 
 
 class SourcesEvent(_Event):

@@ -82,6 +82,18 @@ class Metrics:
             "Text chunks generated while their stream had no reader (waiting for a resume).",
             registry=r,
         )
+        self.upstream_breaker_state = Gauge(
+            "zantara_upstream_breaker_state",
+            "Each model's circuit breaker: 0 closed, 1 half-open (one probe request), 2 open (skipped).",
+            ["model"],
+            registry=r,
+        )
+        self.upstream_breaker_skips_total = Counter(
+            "zantara_upstream_breaker_skips_total",
+            "Requests to a model not sent because its circuit breaker was open.",
+            ["model"],
+            registry=r,
+        )
         self.rate_limited_total = Counter(
             "zantara_rate_limited_total",
             "Requests refused by rate limiting, by reason.",

@@ -46,15 +46,22 @@ class Settings(BaseSettings):
 
     # --- Claude
     anthropic_api_key: SecretStr | None = None
-    anthropic_model: str = Field("claude-haiku-4-5", min_length=1)
-    anthropic_fallback_model: str | None = "claude-sonnet-4-6"
+    # Claude Haiku 5.5 (5.5 generation, Oct 2026): the fastest and cheapest current model ($0.10/$0.50 per
+    # MTok below 100K prompt tokens). The fallback is another line, Claude Sonnet 5.5 (5.5 generation,
+    # $2/$10): other capacity when Haiku is overloaded. Both refuse an assistant prefill (4.6+ rule).
+    anthropic_model: str = Field("claude-haiku-5-5", min_length=1)
+    anthropic_fallback_model: str | None = "claude-sonnet-5-5"
     anthropic_base_url: AnyHttpUrl | None = None
-    max_output_tokens: int = Field(1024, ge=16, le=64000)
+    # Thinking tokens count toward it on Haiku 5.5, whose adaptive thinking may run unasked, and its
+    # tokenizer counts the same text as ~30 % more tokens than Haiku 4.5's.
+    max_output_tokens: int = Field(2048, ge=16, le=64000)
     upstream_connect_timeout: float = Field(5.0, gt=0, le=120)
     upstream_first_token_timeout: float = Field(20.0, gt=0, le=600)
     upstream_idle_timeout: float = Field(20.0, gt=0, le=600)
     upstream_total_timeout: float = Field(120.0, gt=0, le=3600)
     upstream_retry_after_cap: float = Field(2.0, ge=0, le=60)
+    upstream_breaker_failures: int = Field(5, ge=0, le=1000)
+    upstream_breaker_cooldown_seconds: float = Field(30.0, gt=0, le=3600)
 
     # --- embeddings and the vector store
     embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, min_length=1)

@@ -1,7 +1,8 @@
 """The extractive answer: the most relevant sentences of the retrieved passages, cited, no model involved.
 
 Used when no `ANTHROPIC_API_KEY` is set, and as the last resort when Claude is unavailable. It is labelled
-as such in its first sentence and in the done event (`"model": "extractive"`).
+as such in its first sentence and in the done event (`"model": "extractive"`). Each quoted line is a span
+citing the sentence it quotes, the same structure as Claude's cited answer (`compose_spans`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import math
 import re
 from collections.abc import Iterator
 
-from ..domain import Passage, chunk_body
+from ..domain import Citation, Passage, chunk_body
 from ..language import content_words, looks_indonesian
+from .sentences import BOUNDARY
 
 MAX_SENTENCES = 4
-# A sentence ends at . ! ? before a capital, digit or quote — but not after "e.g.", "i.e.", "No." or "etc.".
-_SENTENCE = re.compile(r"(?<!e\.g\.)(?<!i\.e\.)(?<!\bNo\.)(?<!etc\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 LABEL_EN = (
     "Here is what the Bali Zero knowledge base says (an extractive summary of the sources; "
     "no AI model wrote this answer):"
@@ -40,16 +40,21 @@ def _terms(text: str) -> frozenset[str]:
 
 def _sentences(passage: Passage) -> Iterator[str]:
     for chunk in passage.chunks:
-        for raw in _SENTENCE.split(chunk_body(chunk)):
+        for raw in BOUNDARY.split(chunk_body(chunk)):
             sentence = raw.strip().lstrip("-*•0123456789. ").strip()
             if 30 <= len(sentence) <= 400 and not sentence.startswith(("#", "|")):
                 yield sentence
 
 
 def compose(query: str, passages: list[Passage]) -> str:
+    return "".join(text for text, _ in compose_spans(query, passages))
+
+
+def compose_spans(query: str, passages: list[Passage]) -> list[tuple[str, tuple[Citation, ...]]]:
+    """The answer's text in spans, each with the passage sentences it cites (the label cites nothing)."""
     indonesian = looks_indonesian(query)
     if not passages:
-        return NOTHING_ID if indonesian else NOTHING_EN
+        return [(NOTHING_ID if indonesian else NOTHING_EN, ())]
     wanted = _terms(query)
     scored: list[tuple[float, int, int, str]] = []
     for passage in passages:
@@ -60,18 +65,19 @@ def compose(query: str, passages: list[Passage]) -> str:
             scored.append((score, passage.number, position, sentence))
     best = sorted(scored, key=lambda s: -s[0])[:MAX_SENTENCES]
     seen: set[str] = set()
-    lines = []
+    lines: list[tuple[str, tuple[Citation, ...]]] = []
     for _, number, _, sentence in sorted(best, key=lambda s: (s[1], s[2])):
         if sentence not in seen:
             seen.add(sentence)
             end = "" if sentence.endswith((".", "!", "?", ":")) else "."
-            lines.append(f"- {sentence}{end} [{number}]")
+            newline = "\n" if lines else ""
+            lines.append((f"{newline}- {sentence}{end} [{number}]", (Citation(number, sentence),)))
     label = LABEL_ID if indonesian else LABEL_EN
-    return f"{label}\n\n" + "\n".join(lines)
+    return [(f"{label}\n\n", ()), *lines]
 
 
 def pieces(text: str, words: int = 3) -> Iterator[str]:
     """Split into small chunks of a few words, keeping the whitespace so the pieces join back exactly."""
-    tokens = re.findall(r"\s*\S+", text)
+    tokens = re.findall(r"\s*\S+|\s+$", text)
     for i in range(0, len(tokens), words):
         yield "".join(tokens[i : i + words])

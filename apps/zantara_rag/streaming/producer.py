@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 
-from ..domain import AnswerMeta, ChatRequest, Passage
+from ..domain import AnswerMeta, ChatRequest, Citation, Passage
 from ..errors import ShuttingDown, StreamExpired, ZantaraError
-from ..events import DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
+from ..events import Cite, DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
 from ..generation.answerer import Answerer
 from ..generation.team import Member
 from ..metrics import Metrics
@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 
 def _error(error: ZantaraError, count: int) -> str:
     return ErrorEvent.of(error, count).to_json()
+
+
+def _cites(citations: tuple[Citation, ...], cited: dict[int, list[str]]) -> list[Cite]:
+    """The wire form of a span's citations, noting each cited text under its passage for the sources event."""
+    cites = [Cite(source=c.number, cited_text=clean_text(c.cited_text)) for c in citations]
+    for cite in cites:
+        spans = cited.setdefault(cite.source, [])
+        if cite.cited_text not in spans:
+            spans.append(cite.cited_text)
+    return cites
 
 
 async def produce(
@@ -39,20 +49,30 @@ async def produce(
     meta.timing["queue"] = (time.monotonic() - stream.created) * 1000
     stream.meta = meta  # read by the end-of-stream hook, which runs inside the terminal append
     count = 0
+    span: tuple[Citation, ...] | None = None  # citations that start a new span at the next text event
+    cited: dict[int, list[str]] = {}  # per passage number, the spans cited, in order
     if metrics is not None:
         metrics.streams_active.inc()
     try:
         async for delta in answerer.answer(request, passages, member, meta):
+            if not isinstance(delta, str):
+                span = delta.citations
+                continue
             if not delta:
                 continue
             count += 1
-            stream.append(TextEvent(text=clean_text(delta), sequence_number=count, timestamp=now()).to_json())
+            citations = None if span is None else _cites(span, cited)
+            span = None
+            event = TextEvent(
+                text=clean_text(delta), sequence_number=count, timestamp=now(), citations=citations
+            )
+            stream.append(event.to_json())
             stream.text_chunks = count
             if count == 1:
                 stream.first_text_at = time.monotonic()
             if metrics is not None:
                 metrics.text_chunk(unread=stream.awaiting_resume)
-        stream.append(SourcesEvent(sources=[p.source() for p in passages]).to_json())
+        stream.append(SourcesEvent(sources=[p.source(cited.get(p.number)) for p in passages]).to_json())
         done = DoneEvent(
             sequence_number=count,
             timestamp=now(),
