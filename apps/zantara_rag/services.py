@@ -128,6 +128,8 @@ async def ingest_sample_if_empty(services: Services) -> None:
             root=settings.knowledge_path,
             max_chars=settings.chunk_max_chars,
             overlap=settings.chunk_overlap_chars,
+            max_file_bytes=settings.ingest_max_file_bytes,
+            max_pdf_pages=settings.ingest_max_pdf_pages,
             progress=False,
             stop=services.stop_ingestion,
         )
