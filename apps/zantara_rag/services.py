@@ -13,7 +13,7 @@ from .generation.answerer import Answerer
 from .generation.claude import Claude, make_client
 from .generation.team import TeamDirectory
 from .knowledge.ingest import IngestionStopped, ingest
-from .logs import EmailHasher, log_stream_end
+from .logs import KeyedHash, log_stream_end
 from .metrics import Metrics
 from .retrieval.embedder import Embedder
 from .retrieval.search import Retriever
@@ -38,7 +38,7 @@ class Services:
     hub: StreamHub
     team: TeamDirectory
     metrics: Metrics
-    email_hash: EmailHasher
+    hashes: KeyedHash  # e-mail addresses, stream ids and owners, as logs and the hub see them
     ingesting: bool = False
     ingest_error: str | None = None
     drain_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,8 +75,10 @@ async def build_services(settings: Settings) -> Services:
         metrics.stream_finished(stream)
         log_stream_end(stream)
 
+    hashes = KeyedHash(settings.log_hash_key)
     hub = StreamHub(
         new_machine_id(settings.fly_machine_id),
+        tag=lambda stream_id: hashes.of("stream", stream_id),
         on_finish=finished,
         grace_seconds=settings.resume_grace_seconds,
         ttl_seconds=settings.resume_ttl_seconds,
@@ -96,7 +98,7 @@ async def build_services(settings: Settings) -> Services:
         hub=hub,
         team=TeamDirectory.load(settings.team_directory),
         metrics=metrics,
-        email_hash=EmailHasher(settings.log_hash_key),
+        hashes=hashes,
     )
 
 
