@@ -24,6 +24,8 @@ from .streaming.stream import Stream
 
 log = logging.getLogger(__name__)
 
+# Longest the shutdown waits for the producers it cancels (after the drain window, and again at the end).
+CLOSE_WAIT_SECONDS = 2.0
 # Recorded on the collection while the first-start ingestion runs: a start that finds it carries on.
 SAMPLE_INGESTION_UNFINISHED = "sample_ingestion_unfinished"
 
@@ -52,7 +54,7 @@ class Services:
         return self.drain_event.is_set()
 
     async def aclose(self) -> None:
-        await self.hub.close(wait_seconds=2.0)
+        await self.hub.close(wait_seconds=CLOSE_WAIT_SECONDS)
         await self.answerer.aclose()
         self.embedder.close()
 
