@@ -46,6 +46,7 @@ BENCH_ENV = {
     "RATE_LIMIT_PER_MINUTE": "0",
     "MAX_STREAMS_PER_CLIENT": "0",
     "MAX_CONCURRENT_STREAMS": "0",
+    "LIMIT_CONCURRENCY": "100000",
     "DAILY_TOKEN_BUDGET": "0",
     "DAILY_TOKEN_BUDGET_PER_CLIENT": "0",
     "LOG_LEVEL": "warning",
@@ -62,6 +63,7 @@ _DROP = (
     "DAILY_",
     "RESUME_",
     "DRAIN_",
+    "LIMIT_",
 )
 
 
