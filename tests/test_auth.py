@@ -26,6 +26,7 @@ from tests.security import (
     ask_sse,
     team_file,
 )
+from tests.sse import CHAT, SSE
 from zantara_rag.errors import Unauthorized
 from zantara_rag.http.auth import LEEWAY_SECONDS, MAX_TTL_SECONDS, mint_token, parse_ttl, verify_token
 from zantara_rag.settings import Settings
@@ -222,6 +223,16 @@ def test_without_a_token_chat_is_refused(secured_server: ServerProcess, claude: 
     assert plain.headers["www-authenticate"] == "Bearer"
     assert health.status_code == 200, "only chat needs a token"
     assert claude.requests() == []
+
+
+def test_the_reconnect_after_an_unauthorized_event_gets_204(secured_server: ServerProcess) -> None:
+    # The refusal is not kept; its id alone says the client has its only event, token or not, so an
+    # EventSource that does not close on the error is not brought back every few seconds forever.
+    with httpx.Client(base_url=secured_server.url, timeout=30) as client:
+        refused = ask_sse(client)
+        again = client.get(CHAT, headers={**SSE, "Last-Event-ID": refused.events[0].id})
+    assert refused.last["code"] == "unauthorized"
+    assert again.status_code == 204 and again.content == b""
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_TOKENS))

@@ -149,6 +149,11 @@ async def _open(
     settings = services.settings
     raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
     check_request_target(raw_path, request.scope["query_string"], settings.max_url_bytes)
+    resumed = EventId.parse(ask.last_event_id)
+    if resumed is not None and resumed.refusal:
+        # Always, even before the token: the client already has the refusal's only event (an
+        # `unauthorized` one included, which would otherwise bring the same reconnect back forever).
+        raise NoContent()
     principal = authenticate(settings, ask.authorization, ask.access_token)
     subject = principal.subject if principal is not None else None
     client = ClientKey.of(request.scope, settings.trust_proxy_headers, subject)
@@ -230,8 +235,6 @@ async def _resume(
     event_id = EventId.parse(raw)
     if event_id is None:
         raise StreamExpired()
-    if event_id.refusal:
-        raise NoContent()  # a refusal's client already has its only event
     hub = services.hub
     if event_id.machine != hub.machine_id:
         on_fly = services.settings.fly_machine_id is not None
