@@ -23,7 +23,7 @@ import pytest
 from tests.chroma_server import ChromaServer
 from tests.fakes.anthropic_server import default_answer
 from tests.fakes.control import FakeAnthropic
-from tests.harness import KNOWLEDGE, ServerProcess, free_port
+from tests.harness import KNOWLEDGE, ServerProcess, free_port, wait_until
 from tests.sse import CHAT, ask, assert_contract
 from tests.streaming import (
     Conversation,
@@ -328,6 +328,9 @@ def test_leaving_before_the_response_starts_cancels_the_answer(
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(request_bytes(QUESTION))
     # The question still goes through retrieval and its answer starts; nobody reads it, so it is cancelled.
+    # Settled only once it ended: before its retrieval is done nothing runs yet either.
+    key = 'zantara_streams_total{outcome="cancelled"}'
+    wait_until(lambda: metrics(server).get(key, 0) > before.get(key, 0), timeout=30)
     assert_outcome_counted(before, wait_settled(server, fake), "cancelled")
     records = fake.requests()
     assert all(r["outcome"] == "client_disconnected" and r["chunks_sent"] < 200 for r in records), records
