@@ -9,10 +9,12 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from tests.fakes.control import FakeAnthropic
@@ -277,21 +279,35 @@ def test_a_citation_with_a_lone_surrogate_becomes_valid_utf8(
     assert got.sources[0]["cited"] == ["fee \ufffd end"]
 
 
-def test_personalised_from_team_directory_without_logging_the_address(
+def test_personalised_from_a_verified_token_without_logging_the_address(
     store: dict[str, Any], fake_claude: FakeAnthropic, tmp_path
 ) -> None:
     directory = tmp_path / "team.json"
     directory.write_text(json.dumps({"made.wijaya@balizero.com": {"name": "Made", "language": "Indonesian"}}))
     fake_claude.reset()
+    secret = "contract-test-auth-secret-0123456789abcdef"
+
+    def token(sub: str) -> str:
+        now = int(time.time())
+        claims = {"sub": sub, "aud": "zantara-rag", "iat": now, "exp": now + 300}
+        return jwt.encode(claims, secret, algorithm="HS256")
+
     with ServerProcess(
         **store,
         ANTHROPIC_API_KEY="sk-ant-test-key",
         ANTHROPIC_BASE_URL=fake_claude.base_url,
         TEAM_DIRECTORY=directory,
+        AUTH_SECRET=secret,
     ) as server:
-        got = ask(server.url, "What is KITAP?", user_email="Made.Wijaya@balizero.com")
+        got = ask(server.url, "What is KITAP?", access_token=token("Made.Wijaya@balizero.com"))
         assert_contract(got)
-        other = ask(server.url, "What is KITAP?", user_email="someone@example.com")
+        # A claimed address is not who asks: only the token's subject personalises.
+        other = ask(
+            server.url,
+            "What is KITAP?",
+            access_token=token("someone@example.com"),
+            user_email="made.wijaya@balizero.com",
+        )
         assert_contract(other)
         first, second = fake_claude.requests()
         system = " ".join(b["text"] for b in first["body"]["system"])

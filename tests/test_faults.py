@@ -397,7 +397,7 @@ def test_leaving_before_the_response_starts_cancels_the_answer(
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(request_bytes(QUESTION))
     # The question still goes through retrieval and its answer starts; nobody reads it, so it is cancelled.
-    # (Until retrieval ends nothing is running yet and all looks settled: wait for the stream's end first.)
+    # Settled only once it ended: before its retrieval is done nothing runs yet either.
     key = 'zantara_streams_total{outcome="cancelled"}'
     wait_until(lambda: metrics(server).get(key, 0) > before.get(key, 0), timeout=30)
     assert_outcome_counted(before, wait_settled(server, fake), "cancelled")

@@ -36,7 +36,8 @@ STORAGE_PASSWORD = "hunter2-storage-password"
 
 def token(secret: str, sub: str, ttl: int = 300) -> str:
     now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl}, secret, algorithm="HS256")
+    claims = {"sub": sub, "aud": "zantara-rag", "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def exercise(server: ServerProcess, claude: FakeAnthropic) -> tuple[list[str], list[str], int]:

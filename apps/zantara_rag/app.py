@@ -60,16 +60,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.wait({ingestion}, timeout=INGESTION_STOP_SECONDS)
             await services.aclose()
 
+    # On Fly the API docs are off unless API_DOCS says otherwise: they map the API for anyone.
+    docs = settings.docs_enabled
     app = FastAPI(
         title="Zantara RAG",
         version=__version__,
         summary="Bali Zero's streaming RAG chat backend",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.include_router(chat_stream.router)
     app.include_router(health.router)
-    app.include_router(prometheus.router)
+    if settings.metrics_port is None:  # else only on the metrics port (`create_metrics_app`)
+        app.include_router(prometheus.router)
 
     @app.get("/sse-test", include_in_schema=False)
     async def sse_test() -> Response:
@@ -113,3 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost of all, so that every response (a refusal too) carries the request id and is logged.
     app.add_middleware(RequestLog, trust_proxy_headers=settings.trust_proxy_headers)
     return app
+
+
+def create_metrics_app(app: FastAPI) -> FastAPI:
+    """What the `METRICS_PORT` listener serves: `/metrics` only, from the services `app`'s lifespan built."""
+    metrics_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    metrics_app.state = app.state
+    metrics_app.include_router(prometheus.router)
+    return metrics_app

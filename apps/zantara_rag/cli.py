@@ -98,6 +98,8 @@ def _ingest(args: argparse.Namespace) -> int:
         root=settings.knowledge_path,
         max_chars=settings.chunk_max_chars,
         overlap=settings.chunk_overlap_chars,
+        max_file_bytes=settings.ingest_max_file_bytes,
+        max_pdf_pages=settings.ingest_max_pdf_pages,
         prune=args.prune,
         progress=False if args.no_progress else None,
     )

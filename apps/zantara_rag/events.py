@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from .errors import ZantaraError
@@ -33,6 +33,27 @@ def clean_text(text: str) -> str:
         # In a Python str a valid pair is already one code point, so any surrogate left is lone.
         return _SURROGATE.sub("\ufffd", text)
     return text
+
+
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+MAX_URL_CHARS = 2048
+
+
+def http_url(value: object) -> str | None:
+    """`value` when it is an absolute http(s) URL (a link a page may render as is), else None.
+
+    Anything else (`javascript:`, `data:`, a relative path, a URL with spaces or control characters that a
+    browser would strip into another scheme) is dropped, never repaired.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_URL_CHARS:
+        return None
+    if any(ch.isspace() or not ch.isprintable() for ch in value):  # browsers strip these silently
+        return None
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError:
+        return None
+    return value
 
 
 class _Event(BaseModel):
@@ -75,6 +96,11 @@ class Source(_Event):
     id: str | None = None
     # The exact spans of this source the answer cited (Claude's `cited_text`), in the order first cited.
     cited: list[str] | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _http_only(cls, value: object) -> str | None:
+        return http_url(value)
 
 
 class SourcesEvent(_Event):

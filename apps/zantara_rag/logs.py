@@ -64,15 +64,24 @@ def configure_logging(settings: Settings) -> None:
     logging.Formatter.converter = time.gmtime
 
 
-class EmailHasher:
-    """A keyed hash (HMAC-SHA256) of an e-mail address: the same user correlates across lines, the address
-    never appears. The key is `LOG_HASH_KEY`, or random per process (hashes then change at each restart)."""
+class KeyedHash:
+    """Keyed hashes (HMAC-SHA256, 24 hex characters) of what must be correlated but never shown: a user's
+    e-mail address, a stream id, who owns a stream. The key is `LOG_HASH_KEY`, or random per process
+    (hashes then change at each restart)."""
 
     def __init__(self, key: SecretStr | None) -> None:
         self._key = key.get_secret_value().encode() if key is not None else secrets.token_bytes(32)
 
     def __call__(self, email: str) -> str:
-        return hmac.new(self._key, email.strip().lower().encode(), hashlib.sha256).hexdigest()[:24]
+        """An e-mail address, case-insensitively (the `user` field of log lines)."""
+        return self._hash(email.strip().lower())
+
+    def of(self, kind: str, value: str) -> str:
+        """Anything else, separated by `kind` so that equal values of two kinds never share a hash."""
+        return self._hash(f"{kind}\x00{value}")
+
+    def _hash(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 stream_log = logging.getLogger("zantara_rag.streams")
@@ -80,7 +89,7 @@ stream_log = logging.getLogger("zantara_rag.streams")
 
 def log_stream_end(stream: FinishedStream) -> None:
     """One line per finished stream: what an operator needs to follow an answer, nothing a user typed."""
-    fields: dict[str, Any] = {"stream_id": stream.id, **stream.log_fields, "outcome": stream.outcome}
+    fields: dict[str, Any] = {"stream": stream.tag, **stream.log_fields, "outcome": stream.outcome}
     meta = stream.meta
     if meta is not None:
         fields.update(model=meta.model, degraded=meta.degraded)

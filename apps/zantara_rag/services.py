@@ -13,7 +13,7 @@ from .generation.answerer import Answerer
 from .generation.claude import Claude, make_client
 from .generation.team import TeamDirectory
 from .knowledge.ingest import IngestionStopped, ingest
-from .logs import EmailHasher, log_stream_end
+from .logs import KeyedHash, log_stream_end
 from .metrics import Metrics
 from .retrieval.embedder import Embedder
 from .retrieval.search import Retriever
@@ -24,6 +24,8 @@ from .streaming.stream import Stream
 
 log = logging.getLogger(__name__)
 
+# Longest the shutdown waits for the producers it cancels (after the drain window, and again at the end).
+CLOSE_WAIT_SECONDS = 2.0
 # Recorded on the collection while the first-start ingestion runs: a start that finds it carries on.
 SAMPLE_INGESTION_UNFINISHED = "sample_ingestion_unfinished"
 
@@ -38,7 +40,7 @@ class Services:
     hub: StreamHub
     team: TeamDirectory
     metrics: Metrics
-    email_hash: EmailHasher
+    hashes: KeyedHash  # e-mail addresses, stream ids and owners, as logs and the hub see them
     ingesting: bool = False
     ingest_error: str | None = None
     drain_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -52,7 +54,7 @@ class Services:
         return self.drain_event.is_set()
 
     async def aclose(self) -> None:
-        await self.hub.close(wait_seconds=2.0)
+        await self.hub.close(wait_seconds=CLOSE_WAIT_SECONDS)
         await self.answerer.aclose()
         self.embedder.close()
 
@@ -75,8 +77,10 @@ async def build_services(settings: Settings) -> Services:
         metrics.stream_finished(stream)
         log_stream_end(stream)
 
+    hashes = KeyedHash(settings.log_hash_key)
     hub = StreamHub(
         new_machine_id(settings.fly_machine_id),
+        tag=lambda stream_id: hashes.of("stream", stream_id),
         on_finish=finished,
         grace_seconds=settings.resume_grace_seconds,
         ttl_seconds=settings.resume_ttl_seconds,
@@ -96,7 +100,7 @@ async def build_services(settings: Settings) -> Services:
         hub=hub,
         team=TeamDirectory.load(settings.team_directory),
         metrics=metrics,
-        email_hash=EmailHasher(settings.log_hash_key),
+        hashes=hashes,
     )
 
 
@@ -128,6 +132,8 @@ async def ingest_sample_if_empty(services: Services) -> None:
             root=settings.knowledge_path,
             max_chars=settings.chunk_max_chars,
             overlap=settings.chunk_overlap_chars,
+            max_file_bytes=settings.ingest_max_file_bytes,
+            max_pdf_pages=settings.ingest_max_pdf_pages,
             progress=False,
             stop=services.stop_ingestion,
         )

@@ -29,6 +29,9 @@ MIN_SECRET_BYTES = 32
 # A machine id becomes the first part of every event id (`<machine>-<token>:<n>`): words of [A-Za-z0-9_]
 # joined by single hyphens, so the id parser can always tell the machine from the token.
 MACHINE_ID_PATTERN = r"[A-Za-z0-9_]{1,64}(?:-[A-Za-z0-9_]{1,64})*"
+# What ingestion reads at most per file (docs/security.md): a larger file, or a PDF of more pages, is skipped.
+INGEST_MAX_FILE_BYTES = 20_000_000
+INGEST_MAX_PDF_PAGES = 500
 _STORAGE_URI_RE = re.compile(r"^(async\+)?(memory|redis|rediss|valkey|valkeys)://")
 _ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$")
 
@@ -43,6 +46,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_query_text: bool = False
+    # A request head (request line and headers) must arrive whole within this, or the connection is closed.
+    head_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # uvicorn's `limit_concurrency`: past this many connections (or requests in progress) it answers 503.
+    limit_concurrency: int = Field(600, ge=1, le=100_000)
+    # Set by Fly on its machines; there, the API docs are off unless API_DOCS says otherwise.
+    fly_app_name: str | None = None
+    api_docs: bool | None = None
 
     # --- Claude
     anthropic_api_key: SecretStr | None = None
@@ -73,6 +83,8 @@ class Settings(BaseSettings):
     chroma_collection: str = "zantara-kb"
     knowledge_path: Path = DEFAULT_KNOWLEDGE_PATH
     auto_ingest: bool = True
+    ingest_max_file_bytes: int = Field(INGEST_MAX_FILE_BYTES, ge=1024, le=1_000_000_000)
+    ingest_max_pdf_pages: int = Field(INGEST_MAX_PDF_PAGES, ge=1, le=100_000)
 
     # --- retrieval
     retrieval_top_k: int = Field(6, ge=1, le=50)
@@ -110,6 +122,8 @@ class Settings(BaseSettings):
 
     # --- observability
     metrics_token: SecretStr | None = None
+    # Set: /metrics is served on this port only (Fly's scraper reads it privately), never on PORT.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     timing_headers: bool = False
     # Unset: a random key per process (user hashes in logs then change at each restart).
     log_hash_key: SecretStr | None = None
@@ -117,6 +131,7 @@ class Settings(BaseSettings):
     # --- abuse protection and authentication (docs/security.md)
     auth_secret: SecretStr | None = None
     auth_secret_previous: SecretStr | None = None
+    auth_audience: str = Field("zantara-rag", min_length=1, max_length=200)
     trust_proxy_headers: bool = False
     rate_limit_per_minute: int = Field(20, ge=0, le=100_000)
     max_streams_per_client: int = Field(3, ge=0, le=100_000)
@@ -190,7 +205,19 @@ class Settings(BaseSettings):
             raise ValueError("SLOW_CLIENT_MAX_LAG_EVENTS must be below RESUME_MAX_EVENTS")
         if self.max_url_bytes >= self.max_request_head_bytes:
             raise ValueError("MAX_URL_BYTES must be below MAX_REQUEST_HEAD_BYTES (which holds the URL)")
+        if self.team_directory is not None and self.auth_secret is None:
+            # Without tokens, anyone could claim a team member's address (and probe who is on the team).
+            raise ValueError("TEAM_DIRECTORY needs AUTH_SECRET: only a verified token may say who asks")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("METRICS_PORT must differ from PORT (the public port must not serve /metrics)")
+        if self.max_concurrent_streams >= self.limit_concurrency:
+            raise ValueError("MAX_CONCURRENT_STREAMS must be below LIMIT_CONCURRENCY (uvicorn's own cap)")
         return self
+
+    @property
+    def docs_enabled(self) -> bool:
+        """`/docs`, `/redoc` and `/openapi.json`: API_DOCS when set, else on everywhere but on Fly."""
+        return self.api_docs if self.api_docs is not None else self.fly_app_name is None
 
     @cached_property
     def allowed_origins(self) -> frozenset[str]:

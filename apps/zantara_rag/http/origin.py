@@ -1,4 +1,5 @@
-"""`OriginGate`: the strict origin check, as ASGI middleware in front of everything else."""
+"""`OriginGate`: the strict origin check and the fetch-metadata policy, as ASGI middleware in front of
+everything else."""
 
 from __future__ import annotations
 
@@ -9,12 +10,27 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import OriginNotAllowed
 from ..events import error_body
 
+# What a browser says of a request another site's page made (`<img>`, `<iframe>`, a `no-cors` fetch): such
+# requests carry no `Origin` at all, so the allowlist never sees them. `same-origin` (our own test page),
+# `none` (a URL typed into the address bar) and no header (curl, servers, older browsers) pass.
+_FOREIGN_SITES = frozenset({b"cross-site", b"same-site"})
+
+
+def refused(scope: Scope, allowed: frozenset[str]) -> bool:
+    """An `Origin` that is not exactly allowed (or several of them); or none, from another site's page."""
+    origins = [v for k, v in scope["headers"] if k == b"origin"]
+    if origins:
+        return len(origins) > 1 or origins[0].decode("latin-1") not in allowed
+    return any(k == b"sec-fetch-site" and v.strip().lower() in _FOREIGN_SITES for k, v in scope["headers"])
+
 
 class OriginGate:
-    """Refuse any request whose Origin is not exactly allowed, before routing, retrieval or generation.
+    """Refuse, before routing, retrieval or generation, a request that another site's page made.
 
-    Starlette's CORSMiddleware (behind this) only withholds the CORS headers; it would still run the
-    request. Several Origin headers are refused too: which one a browser meant is unknowable.
+    With an `Origin` it must be exactly allowed: Starlette's CORSMiddleware (behind this) only withholds the
+    CORS headers and would still run the request. Several Origin headers are refused too: which one a
+    browser meant is unknowable. Without one, Fetch Metadata (`Sec-Fetch-Site`) tells whether a page of
+    another site asked; otherwise any page could have its visitors' browsers spend the token budget.
     """
 
     def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
@@ -22,22 +38,20 @@ class OriginGate:
         self.allowed = allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            origins = [v for k, v in scope["headers"] if k == b"origin"]
-            if origins and (len(origins) > 1 or origins[0].decode("latin-1") not in self.allowed):
-                error = OriginNotAllowed()
-                body = json.dumps(error_body(error.code, error.message)).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": error.status,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"vary", b"Origin"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
+        if scope["type"] == "http" and refused(scope, self.allowed):
+            error = OriginNotAllowed()
+            body = json.dumps(error_body(error.code, error.message)).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": error.status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"vary", b"Origin, Sec-Fetch-Site"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
         await self.app(scope, receive, send)

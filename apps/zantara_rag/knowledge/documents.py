@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,9 @@ from typing import Any
 
 import yaml
 
-SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
-SKIPPED_NAMES = {"readme.md", "readme.txt", "license.md"}
+from ..events import http_url
+from ..settings import INGEST_MAX_FILE_BYTES, INGEST_MAX_PDF_PAGES
+from .files import SkippedFile, read_regular
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -37,39 +39,22 @@ class UnreadableDocument(Exception):
     """A file could not be parsed; ingestion reports it and goes on with the rest."""
 
 
-def discover(paths: list[Path]) -> list[Path]:
-    """Every supported file under `paths`, sorted for a stable order (hidden folders and READMEs skipped)."""
-    found: list[Path] = []
-    for path in paths:
-        path = path.resolve()
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if (
-                    file.is_file()
-                    and file.suffix.lower() in SUFFIXES
-                    and file.name.lower() not in SKIPPED_NAMES
-                    and not any(part.startswith(".") for part in file.relative_to(path).parts)
-                ):
-                    found.append(file)
-        else:
-            raise FileNotFoundError(f"{path} does not exist")
-    return found
-
-
-def load(path: Path) -> Document:
+def load(
+    path: Path, *, max_bytes: int = INGEST_MAX_FILE_BYTES, max_pdf_pages: int = INGEST_MAX_PDF_PAGES
+) -> Document:
+    """The document in a regular file (`files.read_regular`); raises `SkippedFile` or `UnreadableDocument`."""
     suffix = path.suffix.lower()
+    data = read_regular(path, max_bytes)
     try:
         if suffix == ".pdf":
-            return _load_pdf(path)
-        raw = path.read_bytes().decode("utf-8", errors="replace")
+            return _load_pdf(data, path, max_pdf_pages)
+        raw = data.decode("utf-8", errors="replace")
         if suffix in {".html", ".htm"}:
             return _load_html(raw, path)
         if suffix in {".md", ".markdown"}:
             return _load_markdown(raw, path)
         return _load_text(raw, path)
-    except UnreadableDocument:
+    except (UnreadableDocument, SkippedFile):
         raise
     except Exception as exc:
         raise UnreadableDocument(f"{path.name}: {type(exc).__name__}") from exc
@@ -95,7 +80,7 @@ def _load_markdown(raw: str, path: Path) -> Document:
     return Document(
         title=title,
         sections=sections,
-        url=str(meta["url"]) if meta.get("url") else None,
+        url=http_url(meta.get("url")),
         updated=str(meta["updated"]) if meta.get("updated") else None,
         language=str(meta["language"]) if meta.get("language") else None,
     )
@@ -168,15 +153,17 @@ def _load_html(raw: str, path: Path) -> Document:
     return Document(
         title=title,
         sections=sections,
-        url=str(url) if url else None,
+        url=http_url(url),
         language=str(lang) if lang else None,
     )
 
 
-def _load_pdf(path: Path) -> Document:
+def _load_pdf(data: bytes, path: Path, max_pages: int) -> Document:
     from pypdf import PdfReader
 
-    reader = PdfReader(str(path))
+    reader = PdfReader(io.BytesIO(data))
+    if len(reader.pages) > max_pages:
+        raise SkippedFile(f"more than {max_pages} pages")
     title = ""
     if reader.metadata is not None and reader.metadata.title:
         title = str(reader.metadata.title).strip()

@@ -24,8 +24,10 @@ from typing import Any
 
 from ..retrieval.embedder import Embedder
 from ..retrieval.store import VectorStore
+from ..settings import INGEST_MAX_FILE_BYTES, INGEST_MAX_PDF_PAGES
 from .chunking import Chunk, chunk_document, content_hash
-from .documents import Document, UnreadableDocument, discover, load
+from .documents import Document, UnreadableDocument, load
+from .files import SkippedFile, discover
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class IngestReport:
     removed: int = 0
     unchanged: int = 0
     failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # `name (reason)`: links, non-regular, over a cap
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -51,6 +54,8 @@ class IngestReport:
         )
         if self.failed:
             line += f" ({len(self.failed)} unreadable: {', '.join(self.failed)})"
+        if self.skipped:
+            line += f" ({len(self.skipped)} skipped: {', '.join(self.skipped)})"
         return line
 
 
@@ -81,15 +86,20 @@ def ingest(
     progress: bool | None = None,
     on_file: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    max_file_bytes: int = INGEST_MAX_FILE_BYTES,
+    max_pdf_pages: int = INGEST_MAX_PDF_PAGES,
 ) -> IngestReport:
     """Sync the files under `paths` into the store; `root` is the knowledge root that keys are relative to.
 
     With `prune`, documents of the store under a folder of `paths` whose file is gone are removed. Raises
-    `IngestionStopped` when `stop` is set (checked before each file).
+    `IngestionStopped` when `stop` is set (checked before each file). Links, non-regular files and files
+    over `max_file_bytes` (or `max_pdf_pages`) are skipped and listed in the report (`knowledge.files`).
     """
     started = time.perf_counter()
     report = IngestReport()
-    files = discover(paths)
+    found = discover(paths)
+    files = found.files
+    report.skipped.extend(found.skipped)
     seen: set[str] = set()
     folders = [f"{doc_key(p, root)}/" for p in paths if p.is_dir()]
 
@@ -104,19 +114,26 @@ def ingest(
         if stop is not None and stop.is_set():
             raise IngestionStopped()
         key = doc_key(file, root)
-        seen.add(key)
-        report.files += 1
         try:
-            document = load(file)
-        except UnreadableDocument as exc:
+            document: Document | None = load(file, max_bytes=max_file_bytes, max_pdf_pages=max_pdf_pages)
+        except SkippedFile as exc:  # not a document any more: `prune` removes what it used to hold
+            report.skipped.append(f"{file.name} ({exc.reason})")
+            continue
+        except UnreadableDocument as exc:  # maybe a passing fault: what it held stays
             log.warning("skipping unreadable document %s", exc)
             report.failed.append(file.name)
+            document = None
+        seen.add(key)
+        report.files += 1
+        if document is None:
             continue
         chunks = chunk_document(document, max_chars, overlap)
         _sync_document(key, document, chunks, store, embedder, report)
         if on_file is not None:
             on_file(key)
 
+    for skipped in report.skipped:
+        log.warning("not ingested: %s", skipped)
     if prune:
         for gone in sorted(store.documents() - seen):
             if any(gone.startswith(folder) for folder in folders):

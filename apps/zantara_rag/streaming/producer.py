@@ -102,7 +102,7 @@ async def produce(
             stream.append(_error(ShuttingDown(), count), terminal=True, outcome="shutting_down")
         raise
     except Exception as exc:
-        log.error("answer %s failed unexpectedly (%s)", stream.id, type(exc).__name__)
+        log.error("answer %s failed unexpectedly (%s)", stream.tag, type(exc).__name__)
         stream.append(_error(ZantaraError(), count), terminal=True, outcome="internal_error")
     finally:
         if metrics is not None:

@@ -1,5 +1,6 @@
 import { type FormEvent, StrictMode, useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
+import { httpUrl } from "./links";
 import { type Segment, type Source, type ZantaraChat, useZantaraChat } from "./useZantaraChat";
 
 declare global {
@@ -124,8 +125,8 @@ function App() {
       <ol id="sources">
         {chat.sources.map((s, i) => (
           <li key={s.id ?? i} dir="auto">
-            {s.url ? (
-              <a href={s.url} target="_blank" rel="noopener noreferrer">
+            {httpUrl(s.url) ? (
+              <a href={httpUrl(s.url)} target="_blank" rel="noopener noreferrer">
                 {s.source}
               </a>
             ) : (
