@@ -28,8 +28,9 @@ from ..streaming.stream import EventId, Reader, Stream
 from .admission import Admission, Ticket
 from .auth import authenticate
 from .client import client_key
+from .conversations import retrieve_in_thread
 from .deps import AdmissionDep, ServicesDep
-from .parsing import check_request_target, parse_chat
+from .parsing import check_request_target, keep_recent, parse_chat
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -67,6 +68,7 @@ class Asked:
     accept: str | None
     last_event_id: str | None
     authorization: str | None
+    conversation_id: str | None = None
 
     @property
     def in_band(self) -> bool:
@@ -88,8 +90,20 @@ def asked(
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
     authorization: Annotated[str | None, Header(description="`Bearer <token>`, when required.")] = None,
+    conversation_id: Annotated[
+        str | None, Query(description="Continue this conversation (the `conversationId` of a done event).")
+    ] = None,
 ) -> Asked:
-    return Asked(query, user_email, conversation_history, access_token, accept, last_event_id, authorization)
+    return Asked(
+        query,
+        user_email,
+        conversation_history,
+        access_token,
+        accept,
+        last_event_id,
+        authorization,
+        conversation_id,
+    )
 
 
 class TicketHolder:
@@ -160,7 +174,10 @@ async def _open(
     validated = time.monotonic()
     holder.ticket = ticket = await admission.admit(client, new_question=True)
     admitted = time.monotonic()
-    retrieval = await services.retriever.retrieve(chat.query)
+    access = services.conversations.access(chat.user_email, enforced=principal is not None)
+    retrieval, thread = await retrieve_in_thread(services, chat.query, ask.conversation_id, access)
+    if thread.history is not None:  # the stored turns win over the client's copy (docs/api.md)
+        chat = replace(chat, history=keep_recent(thread.history, settings))
     services.metrics.retrieved(retrieval.embed_ms, retrieval.search_ms)
     headers = {}
     if settings.timing_headers:
@@ -171,7 +188,16 @@ async def _open(
             search=retrieval.search_ms,
             retrieve=(time.monotonic() - admitted) * 1000,
         )
-    stream = _start(request, services, chat, retrieval, over_budget=ticket.over_budget, received=received)
+    stream = _start(
+        request,
+        services,
+        chat,
+        retrieval,
+        over_budget=ticket.over_budget,
+        received=received,
+        conversation_id=thread.id,
+    )
+    services.conversations.expect(stream.id, thread.id, access, chat.query)
     _spend_when_done(admission, stream, client)
     return Opened(stream, 0, headers)
 
@@ -195,13 +221,22 @@ def _start(
     *,
     over_budget: bool,
     received: float,
+    conversation_id: str | None = None,
 ) -> Stream:
     """The answer's producer task, writing into a new stream."""
     settings = services.settings
     member = services.team.find(chat.user_email)
     answerer = OverBudgetAnswerer(settings) if over_budget else services.answerer
     return services.hub.create(
-        lambda s: produce(s, answerer, chat, retrieval.passages, member, metrics=services.metrics),
+        lambda s: produce(
+            s,
+            answerer,
+            chat,
+            retrieval.passages,
+            member,
+            metrics=services.metrics,
+            conversation_id=conversation_id,
+        ),
         received=received,
         log_fields=_log_fields(request, services, chat),
     )

@@ -33,6 +33,7 @@ async def produce(
     member: Member | None,
     *,
     metrics: Metrics | None = None,
+    conversation_id: str | None = None,
 ) -> None:
     started = time.perf_counter()
     meta = AnswerMeta()
@@ -46,19 +47,23 @@ async def produce(
             if not delta:
                 continue
             count += 1
-            stream.append(TextEvent(text=clean_text(delta), sequence_number=count, timestamp=now()).to_json())
+            text = clean_text(delta)
+            stream.append(TextEvent(text=text, sequence_number=count, timestamp=now()).to_json())
+            meta.text.append(text)
             stream.text_chunks = count
             if count == 1:
                 stream.first_text_at = time.monotonic()
             if metrics is not None:
                 metrics.text_chunk(unread=stream.awaiting_resume)
-        stream.append(SourcesEvent(sources=[p.source() for p in passages]).to_json())
+        meta.sources = [p.source() for p in passages]
+        stream.append(SourcesEvent(sources=meta.sources).to_json())
         done = DoneEvent(
             sequence_number=count,
             timestamp=now(),
             stream_duration=round(time.perf_counter() - started, 3),
             model=meta.model,
             degraded=meta.degraded,
+            conversation_id=conversation_id,
             usage=Usage(
                 input_tokens=meta.input_tokens,
                 output_tokens=meta.output_tokens,
