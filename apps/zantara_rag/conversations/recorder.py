@@ -108,7 +108,8 @@ class TurnRecorder:
                 log.warning("a conversation's previous turn is not written yet; answering without it")
 
     def forget(self, conversation_id: str) -> None:
-        """The conversation is being deleted: answers still in flight for it are not written."""
+        """The conversation is being deleted: answers still in flight for it are not written (those already
+        queued are, and the deletion that follows removes them)."""
         self._forgotten.add(conversation_id)
         for stream_id in [s for s, d in self._drafts.items() if d.conversation_id == conversation_id]:
             del self._drafts[stream_id]
@@ -128,7 +129,7 @@ class TurnRecorder:
             await self._write(batch)
 
     async def _write(self, batch: list[tuple[TurnRecord, float]]) -> None:
-        records = [r for r, _ in batch if r.conversation_id not in self._forgotten]
+        records = [r for r, _ in batch]
         try:
             if records:
                 await self.store.save(records)
