@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..conversations.keeper import Thread, is_conversation_id
 from ..conversations.storage import Access, StoredTurn
@@ -112,8 +112,16 @@ class FeedbackIn(BaseModel):
 
     conversation_id: str = Field(max_length=64)
     turn: int = Field(ge=1, le=1_000_000, description="1-based, as in `GET /conversations/{id}`.")
-    rating: Literal[1, -1]
+    # An int with a check rather than Literal[1, -1], which takes `true` for 1 even in strict mode.
+    rating: int = Field(json_schema_extra={"enum": [1, -1]}, description="1 (thumbs up) or -1 (thumbs down).")
     comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+
+    @field_validator("rating")
+    @classmethod
+    def _one_or_minus_one(cls, value: int) -> int:
+        if value not in (1, -1):
+            raise ValueError("must be 1 or -1")
+        return value
 
 
 def _ts(at: datetime) -> float:
