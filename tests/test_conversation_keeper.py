@@ -100,6 +100,18 @@ async def test_a_follow_up_right_after_the_answer_gets_it_as_history(keeper: Con
     assert follow_up.history == [Turn("user", "Overstay fine?"), Turn("assistant", "IDR 1,000,000 per day.")]
 
 
+async def test_a_question_asked_while_the_first_answer_streams_stays_in_the_conversation(
+    keeper: ConversationKeeper,
+) -> None:
+    access = keeper.access(EMAIL, enforced=True)
+    first = await keeper.thread(None, access)
+    keeper.expect("local-streaming", first.id, access, "q1")  # still answering, nothing stored yet
+    second = await keeper.thread(first.id, access)
+    assert second.id == first.id and second.history == []
+    stranger = await keeper.thread(first.id, keeper.access("someone.else@example.com", enforced=True))
+    assert stranger.id != first.id
+
+
 async def test_an_id_that_is_not_the_callers_starts_a_new_conversation(keeper: ConversationKeeper) -> None:
     cid = new_conversation_id()
     answer(keeper, cid, "Mine", ["Yes."])

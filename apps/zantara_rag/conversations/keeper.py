@@ -178,6 +178,8 @@ class ConversationKeeper:
             )
             return Thread(requested)
         if stored is None:
+            if any(access.may_see(owner) for owner in self.recorder.in_flight(requested)):
+                return Thread(requested, [])  # its first answer is still streaming: nothing stored yet
             log.info("a conversation_id named no conversation of this caller; a new conversation starts")
             return Thread(new_conversation_id())
         history: list[Turn] = []

@@ -58,6 +58,10 @@ class TurnRecorder:
         """A stream starts answering a turn of `draft.conversation_id`."""
         self._drafts[stream_id] = draft
 
+    def in_flight(self, conversation_id: str) -> list[str | None]:
+        """The owners of the answers this process is still giving in the conversation (not yet stored)."""
+        return [d.owner for d in self._drafts.values() if d.conversation_id == conversation_id]
+
     def finished(self, stream: FinishedStream) -> None:
         """The end-of-stream hook: queue the turn (text and sources as sent, outcome, tokens, timings)."""
         draft = self._drafts.pop(stream.id, None)
