@@ -191,3 +191,20 @@ async def test_a_database_that_is_down_costs_the_turn_with_an_error_line(
     assert any("1 conversation turn(s) not stored" in m for m in errors), errors
     text = caplog.text
     assert "hunter2" not in text and "Traceback" not in text and EMAIL not in text
+
+
+async def test_turns_queued_at_shutdown_are_written_before_it_ends(db_settings: Settings) -> None:
+    keeper = ConversationKeeper.from_settings(db_settings, Metrics(), EmailHasher(SecretStr("test-key")))
+    await keeper.start()
+    cid = new_conversation_id()
+    answer(keeper, cid, "Ended by the drain", ["The KITAS"], outcome="shutting_down")
+    await keeper.aclose()  # the writer has not run yet: the shutdown writes what is queued
+    reopened = ConversationKeeper.from_settings(db_settings, Metrics(), EmailHasher(SecretStr("test-key")))
+    await reopened.start()
+    try:
+        found = await reopened.conversation(cid, reopened.access(EMAIL, enforced=True))
+        assert found is not None and [(t.answer, t.outcome) for t in found.turns] == [
+            ("The KITAS", "shutting_down")
+        ]
+    finally:
+        await reopened.aclose()

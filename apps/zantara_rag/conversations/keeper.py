@@ -34,7 +34,8 @@ HISTORY_TIMEOUT_SECONDS = 2.0
 SETTLE_SECONDS = 2.0
 PURGE_EVERY_SECONDS = 3600.0
 RETRY_MIGRATION_SECONDS = 30.0
-FLUSH_SECONDS = 5.0
+# At shutdown, after the drain: writing what is queued normally takes milliseconds.
+FLUSH_SECONDS = 1.0
 
 
 def new_conversation_id() -> str:
@@ -146,7 +147,11 @@ class ConversationKeeper:
         if self.recorder is not None:
             await self.recorder.aclose(wait_seconds=FLUSH_SECONDS)
         if self.store is not None:
-            await self.store.engine.dispose()
+            try:  # a database that does not answer must not hold up the shutdown either
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self.store.engine.dispose()
+            except TimeoutError:
+                log.warning("the conversation database did not close its connections in time")
 
     # --- the chat stream
 

@@ -158,10 +158,8 @@ class TurnRecorder:
         if self._task is None:
             return
         try:
-            async with asyncio.timeout(wait_seconds):
-                while not self._queue.empty() or self._unwritten:
-                    async with self._written:
-                        await self._written.wait()
+            async with asyncio.timeout(wait_seconds), self._written:
+                await self._written.wait_for(lambda: self._queue.empty() and not self._unwritten)
         except TimeoutError:
             self._lost(self._queue.qsize(), "the service stopped before the database answered")
         self._task.cancel()
