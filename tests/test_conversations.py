@@ -3,6 +3,7 @@ and the conversation database on a SQLite file and on a real PostgreSQL server."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,13 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ROOT, ServerProcess, claude_env
+from tests.harness import ROOT, ServerProcess, claude_env, wait_until
 from tests.postgres_server import PostgresServer
 from tests.security import Reply, ask_sse
 from tests.streaming import metrics
-from zantara_rag.conversations.database import COMMAND_TIMEOUT_SECONDS
+from zantara_rag.conversations.database import COMMAND_TIMEOUT_SECONDS, create_engine
+from zantara_rag.conversations.tables import TurnRow
+from zantara_rag.settings import Settings
 
 OFF_TOPIC = "What's the capital of France?"
 
@@ -206,3 +210,35 @@ def test_a_database_outage_never_breaks_an_answer(
     assert any("conversation turn(s) not stored" in m for m in errors), errors
     assert any("reading a conversation's history failed" in m for m in errors), errors
     assert "Traceback" not in logs and "zantara@127.0.0.1" not in logs
+
+
+def test_an_interrupted_answer_is_stored_with_what_was_sent(
+    conversation_server: ServerProcess, claude: FakeAnthropic
+) -> None:
+    claude.enqueue(
+        {
+            "match_model": "claude-haiku-4-5",
+            "chunks": ["One ", "two ", "three ", "four"],
+            "cut_after_chunks": 3,
+        },
+        {"match_model": "claude-sonnet-4-6", "status": 529},
+    )
+    with httpx.Client(base_url=conversation_server.url, timeout=30) as client:
+        cut = ask_sse(client, "Count to four?")
+    assert cut.last["code"] == "upstream_interrupted" and answer_text(cut) == "One two three "
+    # The error event carries no conversationId: read the database the server writes.
+    env = conversation_server.env
+    settings = Settings(database_url=env.get("DATABASE_URL"), chroma_path=env["CHROMA_PATH"])  # type: ignore[arg-type]
+
+    async def stored() -> list[tuple[str, str, list[Any]]]:
+        engine = create_engine(settings)
+        try:
+            async with engine.connect() as conn:
+                query = select(TurnRow.answer, TurnRow.outcome, TurnRow.sources)
+                rows = await conn.execute(query.where(TurnRow.question == "Count to four?"))
+                return [(a, o, list(s)) for a, o, s in rows]
+        finally:
+            await engine.dispose()
+
+    wait_until(lambda: asyncio.run(stored()) != [], timeout=10)
+    assert asyncio.run(stored()) == [("One two three ", "upstream_interrupted", [])]
