@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from . import __version__
-from .errors import ZantaraError
+from .errors import InvalidFeedback, InvalidRequest, ZantaraError
 from .events import error_body
-from .http import chat_stream, health, prometheus
+from .http import chat_stream, conversations, health, prometheus
 from .http.admission import Admission
 from .http.origin import OriginGate
 from .http.request_log import RequestLog
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(chat_stream.router)
+    app.include_router(conversations.router)
     app.include_router(health.router)
     if settings.metrics_port is None:  # else only on the metrics port (`create_metrics_app`)
         app.include_router(prometheus.router)
@@ -91,6 +93,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             error_body(exc.code, exc.message, **extra), status_code=exc.status, headers=exc.response_headers()
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # Our error body (code and a fixed message), not FastAPI's 422 that would echo the input back.
+        error = (
+            InvalidFeedback()
+            if request.url.path == "/feedback"
+            else InvalidRequest("The request is not valid.")
+        )
+        return JSONResponse(error_body(error.code, error.message), status_code=error.status)
+
     @app.exception_handler(chat_stream.NoContent)
     async def no_content(request: Request, exc: chat_stream.NoContent) -> Response:
         return Response(status_code=204)
@@ -103,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=sorted(settings.allowed_origins),
-        allow_methods=["GET", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=[
             "Content-Type",
             "Authorization",

@@ -1,15 +1,23 @@
-"""`zantara-rag`: serve, ingest, token."""
+"""`zantara-rag`: serve, ingest, token, report gaps, erase."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .settings import Settings, describe_validation_error
+
+if TYPE_CHECKING:
+    from .conversations.storage import ConversationStore
+
+T = TypeVar("T")
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -50,12 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", required=True, help="the subject, usually the user's e-mail")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 2d (default 1h)")
 
+    report = sub.add_parser("report", help="reports for the operator, read from the conversation database")
+    reports = report.add_subparsers(dest="report", required=True)
+    gaps = reports.add_parser(
+        "gaps", help="questions the knowledge base fails (no source, degraded, rated -1), paraphrases grouped"
+    )
+    gaps.add_argument("--since", default="7d", help="how far back: 24h, 7d, 4w (default 7d)")
+    gaps.add_argument("--format", choices=["table", "json"], default="table", help="default: table")
+
+    erase = sub.add_parser("erase", help="delete every stored conversation of one user (needs LOG_HASH_KEY)")
+    erase.add_argument("--email", required=True, help="the user's e-mail (the token's subject)")
+
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "ingest":
-        return _ingest(args)
-    return _token(args)
+    commands = {"serve": _serve, "ingest": _ingest, "token": _token, "report": _report, "erase": _erase}
+    return commands[args.command](args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -120,6 +136,75 @@ def _token(args: argparse.Namespace) -> int:
         print(f"zantara-rag token: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .conversations.gaps import gaps_report, parse_since, render_json, render_table
+    from .retrieval.embedder import Embedder
+
+    settings = load_settings()
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"zantara-rag report gaps: {exc}", file=sys.stderr)
+        return 2
+    embedders: list[Embedder] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        if not embedders:  # loaded only when there is something to group
+            embedders.append(Embedder.from_settings(settings))
+        return embedders[0].embed(texts)
+
+    report = _with_store(settings, lambda store: gaps_report(store, embed, since))
+    if report is None:
+        return 1
+    print(render_json(report) if args.format == "json" else render_table(report))
+    return 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from .logs import KeyedHash
+
+    settings = load_settings()
+    if settings.log_hash_key is None:
+        print(
+            "zantara-rag erase: set LOG_HASH_KEY to the service's (owners are stored as its keyed hash)",
+            file=sys.stderr,
+        )
+        return 2
+    owner = KeyedHash(settings.log_hash_key)(args.email)
+    erased = _with_store(settings, lambda store: store.erase_owner(owner))
+    if erased is None:
+        return 1
+    print(f"erased {erased} conversation(s)")
+    return 0
+
+
+def _with_store(settings: Settings, work: Callable[[ConversationStore], Awaitable[T]]) -> T | None:
+    """Run `work` on the conversation database (migrated first, as the service does); None if it failed."""
+    import asyncio
+
+    from .conversations.database import create_engine, migrate
+    from .conversations.storage import ConversationStore
+    from .logs import configure_logging
+
+    configure_logging(settings)
+
+    async def run() -> T:
+        engine = create_engine(settings)
+        try:
+            await migrate(engine)
+            return await work(ConversationStore(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, SQLAlchemyError) as exc:
+        print(
+            f"zantara-rag: the conversation database cannot be used ({type(exc).__name__})", file=sys.stderr
+        )
+        return None
 
 
 if __name__ == "__main__":

@@ -112,6 +112,9 @@ class AnswerMeta:
     upstream_attempts: int = 0
     # Milliseconds per stage (queue, prompt, upstream_connect, upstream_first_token), with TIMING_HEADERS.
     timing: dict[str, float] = field(default_factory=dict)
+    # What the stream sent, for the conversation's record: the text of each text event, and the sources event.
+    text: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:

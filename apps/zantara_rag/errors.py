@@ -72,6 +72,21 @@ class BudgetExhausted(ZantaraError):
     message = "Zantara has answered as many questions as it can today. Please try again tomorrow."
 
 
+class InvalidFeedback(InvalidRequest):
+    code = "invalid_feedback"
+    message = (
+        'Feedback must look like {"conversation_id": "...", "turn": 1, "rating": 1 or -1, "comment": "..."}.'
+    )
+
+
+class NotFound(ZantaraError):
+    """Also what a conversation that belongs to someone else looks like: nobody learns which ids exist."""
+
+    code = "not_found"
+    status = 404
+    message = "There is no such conversation, or it is not yours."
+
+
 class InvalidEmail(InvalidRequest):
     code = "invalid_email"
     message = "The e-mail address is not valid."

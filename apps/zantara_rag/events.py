@@ -128,6 +128,8 @@ class DoneEvent(_Event):
     # Only with TIMING_HEADERS=true (benchmarks): milliseconds spent in each stage of the producer. A
     # benchmark aid, not part of the documented contract: left out of the schema.
     timing: SkipJsonSchema[dict[str, float] | None] = None
+    # The conversation this answer belongs to: send it back as `conversation_id` to continue it.
+    conversation_id: str | None = Field(None, alias="conversationId")
 
 
 class ErrorEvent(_Event):

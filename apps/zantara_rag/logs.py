@@ -58,8 +58,12 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     # Chatty third parties: their INFO lines are not ours to ship.
-    # The SDK's DEBUG lines carry request bodies (the question): WARNING even with LOG_LEVEL=debug.
-    for name in ("httpx", "httpx2", "chromadb", "sentence_transformers", "urllib3", "anthropic"):
+    # The SDK's DEBUG lines carry request bodies (the question), SQLAlchemy's and the database drivers' INFO
+    # and DEBUG lines statement parameters (questions, answers): WARNING even with LOG_LEVEL=debug.
+    for name in (
+        "httpx", "httpx2", "chromadb", "sentence_transformers", "urllib3", "anthropic",
+        "sqlalchemy", "aiosqlite", "asyncpg",
+    ):  # fmt: skip
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime
 

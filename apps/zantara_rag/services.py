@@ -1,5 +1,6 @@
 """The long-lived parts of the service, built once in the lifespan: the embedder, the store, the retriever,
-the answerer, the stream hub, the team directory, the metrics. Routes read them through `http.deps`."""
+the answerer, the stream hub, the team directory, the metrics, the conversations. Routes read them through
+`http.deps`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .conversations.keeper import ConversationKeeper
+from .errors import ZantaraError
 from .generation.answerer import Answerer
 from .generation.claude import Claude, make_client
 from .generation.team import TeamDirectory
@@ -41,6 +44,7 @@ class Services:
     team: TeamDirectory
     metrics: Metrics
     hashes: KeyedHash  # e-mail addresses, stream ids and owners, as logs and the hub see them
+    conversations: ConversationKeeper
     ingesting: bool = False
     ingest_error: str | None = None
     drain_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,12 +59,21 @@ class Services:
 
     async def aclose(self) -> None:
         await self.hub.close(wait_seconds=CLOSE_WAIT_SECONDS)
+        await self.conversations.aclose()  # after the hub: turns ended by the shutdown are written too
         await self.answerer.aclose()
         self.embedder.close()
 
 
 async def build_services(settings: Settings) -> Services:
-    """Load the model and open the store (both blocking: done in threads, before the app accepts traffic)."""
+    """Load the model and open the store (both blocking: done in threads, before the app accepts traffic);
+    migrate the conversation database."""
+    if settings.store_conversations and settings.auth_secret is not None and settings.log_hash_key is None:
+        # A conversation belongs to the keyed hash of the token's subject: a key that changes at each restart
+        # would hand every user a fresh, empty list.
+        raise ZantaraError(
+            "LOG_HASH_KEY must be set when AUTH_SECRET is set and conversations are stored (the owner of a "
+            "conversation is a keyed hash of the token's subject): openssl rand -hex 32"
+        )
     # The store first: a collection built by another model is refused before seconds go into loading one.
     client = await asyncio.to_thread(connect, settings)
     store = await asyncio.to_thread(VectorStore, client, settings.chroma_collection, settings.embedding_model)
@@ -73,11 +86,15 @@ async def build_services(settings: Settings) -> Services:
             "(labelled as such), not written by Claude"
         )
 
+    hashes = KeyedHash(settings.log_hash_key)
+    conversations = ConversationKeeper.from_settings(settings, metrics, hashes)
+    await conversations.start()
+
     def finished(stream: Stream) -> None:
         metrics.stream_finished(stream)
         log_stream_end(stream)
+        conversations.finished(stream)  # queues the turn; written after the terminal event is sent
 
-    hashes = KeyedHash(settings.log_hash_key)
     hub = StreamHub(
         new_machine_id(settings.fly_machine_id),
         tag=lambda stream_id: hashes.of("stream", stream_id),
@@ -94,13 +111,12 @@ async def build_services(settings: Settings) -> Services:
         embedder=embedder,
         store=store,
         retriever=Retriever.from_settings(embedder, store, settings),
-        answerer=Answerer(
-            settings, Claude(settings, sdk_client, metrics) if sdk_client is not None else None
-        ),
+        answerer=Answerer(settings, None if sdk_client is None else Claude(settings, sdk_client, metrics)),
         hub=hub,
         team=TeamDirectory.load(settings.team_directory),
         metrics=metrics,
         hashes=hashes,
+        conversations=conversations,
     )
 
 

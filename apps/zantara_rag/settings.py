@@ -33,6 +33,7 @@ MACHINE_ID_PATTERN = r"[A-Za-z0-9_]{1,64}(?:-[A-Za-z0-9_]{1,64})*"
 INGEST_MAX_FILE_BYTES = 20_000_000
 INGEST_MAX_PDF_PAGES = 500
 _STORAGE_URI_RE = re.compile(r"^(async\+)?(memory|redis|rediss|valkey|valkeys)://")
+_DATABASE_URL_RE = re.compile(r"^(sqlite(\+aiosqlite)?:///|(postgres|postgresql(\+asyncpg)?)://)")
 _ORIGIN_RE = re.compile(r"^(https?)://([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$")
 
 
@@ -128,6 +129,12 @@ class Settings(BaseSettings):
     # Unset: a random key per process (user hashes in logs then change at each restart).
     log_hash_key: SecretStr | None = None
 
+    # --- conversations and feedback (docs/api.md), kept in a database (apps/zantara_rag/conversations)
+    # Unset: a SQLite file beside CHROMA_PATH (data/zantara.db). May hold a password, hence secret.
+    database_url: SecretStr | None = None
+    store_conversations: bool = True
+    conversation_retention_days: int = Field(90, ge=1, le=36500)
+
     # --- abuse protection and authentication (docs/security.md)
     auth_secret: SecretStr | None = None
     auth_secret_previous: SecretStr | None = None
@@ -190,6 +197,14 @@ class Settings(BaseSettings):
         if value is not None and not _STORAGE_URI_RE.match(value.get_secret_value()):
             # The value may hold a password: the message does not repeat it.
             raise ValueError("must be memory:// or a redis://, rediss:// or valkey:// URI")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _DATABASE_URL_RE.match(value.get_secret_value()):
+            # The value may hold a password: the message does not repeat it.
+            raise ValueError("must be sqlite:///path/to/file.db or postgresql://user:password@host/database")
         return value
 
     @model_validator(mode="after")

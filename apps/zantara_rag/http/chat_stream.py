@@ -29,8 +29,9 @@ from ..streaming.stream import EventId, Reader, Stream
 from .admission import Admission, Ticket
 from .auth import authenticate
 from .client import ClientKey
+from .conversations import retrieve_in_thread
 from .deps import AdmissionDep, ServicesDep
-from .parsing import check_request_target, parse_chat
+from .parsing import check_request_target, keep_recent, parse_chat
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -68,6 +69,7 @@ class Asked:
     accept: str | None
     last_event_id: str | None
     authorization: str | None
+    conversation_id: str | None = None
 
     @property
     def in_band(self) -> bool:
@@ -89,8 +91,20 @@ def asked(
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
     authorization: Annotated[str | None, Header(description="`Bearer <token>`, when required.")] = None,
+    conversation_id: Annotated[
+        str | None, Query(description="Continue this conversation (the `conversationId` of a done event).")
+    ] = None,
 ) -> Asked:
-    return Asked(query, user_email, conversation_history, access_token, accept, last_event_id, authorization)
+    return Asked(
+        query,
+        user_email,
+        conversation_history,
+        access_token,
+        accept,
+        last_event_id,
+        authorization,
+        conversation_id,
+    )
 
 
 class TicketHolder:
@@ -171,7 +185,10 @@ async def _open(
     if not services.hub.has_room():
         raise admission.full()
     admitted = time.monotonic()
-    retrieval = await services.retriever.retrieve(chat.query)
+    access = services.conversations.access(chat.user_email, enforced=principal is not None)
+    retrieval, thread = await retrieve_in_thread(services, chat.query, ask.conversation_id, access)
+    if thread.history is not None:  # the stored turns win over the client's copy (docs/api.md)
+        chat = replace(chat, history=keep_recent(thread.history, settings))
     services.metrics.retrieved(retrieval.embed_ms, retrieval.search_ms)
     headers = {}
     if settings.timing_headers:
@@ -184,10 +201,21 @@ async def _open(
         )
     member = services.team.find(principal.subject) if principal is not None else None
     try:
-        stream = _start(request, services, chat, retrieval, member, ticket, owner=owner, received=received)
+        stream = _start(
+            request,
+            services,
+            chat,
+            retrieval,
+            member,
+            ticket,
+            owner=owner,
+            received=received,
+            conversation_id=thread.id,
+        )
     except RateLimited:  # the hub filled up while this request was retrieving
         raise admission.full() from None
     holder.ticket = None  # the producer holds the slot now, until it ends
+    services.conversations.expect(stream.tag, thread.id, access, chat.query)
     _when_done(admission, stream, ticket, client)
     return Opened(stream, 0, headers)
 
@@ -215,12 +243,21 @@ def _start(
     *,
     owner: str,
     received: float,
+    conversation_id: str | None = None,
 ) -> Stream:
     """The answer's producer task, writing into a new stream."""
     settings = services.settings
     answerer = OverBudgetAnswerer(settings) if ticket.over_budget else services.answerer
     return services.hub.create(
-        lambda s: produce(s, answerer, chat, retrieval.passages, member, metrics=services.metrics),
+        lambda s: produce(
+            s,
+            answerer,
+            chat,
+            retrieval.passages,
+            member,
+            metrics=services.metrics,
+            conversation_id=conversation_id,
+        ),
         owner=owner,
         received=received,
         log_fields=_log_fields(request, services, chat),

@@ -43,6 +43,7 @@ async def produce(
     member: Member | None,
     *,
     metrics: Metrics | None = None,
+    conversation_id: str | None = None,
 ) -> None:
     started = time.perf_counter()
     meta = AnswerMeta()
@@ -63,22 +64,24 @@ async def produce(
             count += 1
             citations = None if span is None else _cites(span, cited)
             span = None
-            event = TextEvent(
-                text=clean_text(delta), sequence_number=count, timestamp=now(), citations=citations
-            )
+            text = clean_text(delta)
+            event = TextEvent(text=text, sequence_number=count, timestamp=now(), citations=citations)
             stream.append(event.to_json())
+            meta.text.append(text)
             stream.text_chunks = count
             if count == 1:
                 stream.first_text_at = time.monotonic()
             if metrics is not None:
                 metrics.text_chunk(unread=stream.awaiting_resume)
-        stream.append(SourcesEvent(sources=[p.source(cited.get(p.number)) for p in passages]).to_json())
+        meta.sources = [p.source(cited.get(p.number)) for p in passages]
+        stream.append(SourcesEvent(sources=meta.sources).to_json())
         done = DoneEvent(
             sequence_number=count,
             timestamp=now(),
             stream_duration=round(time.perf_counter() - started, 3),
             model=meta.model,
             degraded=meta.degraded,
+            conversation_id=conversation_id,
             usage=Usage(
                 input_tokens=meta.input_tokens,
                 output_tokens=meta.output_tokens,
