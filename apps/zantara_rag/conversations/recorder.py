@@ -38,7 +38,8 @@ class Draft:
 
 
 class TurnRecorder:
-    """Drafts of the answers in flight, by stream tag (the keyed hash of its id), and the writer that stores them once they end."""
+    """Drafts of the answers in flight, by stream tag (the keyed hash of its id), and the writer that stores
+    them once they end."""
 
     def __init__(self, store: ConversationStore, metrics: Metrics) -> None:
         self.store = store
