@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.control import FakeAnthropic
 from tests.harness import DEFAULT_MODEL, ServerProcess, claude_env
-from tests.security import AUTH_SECRET, Reply, ask_plain, ask_sse, peer
+from tests.security import AUTH_SECRET, LOG_HASH_KEY, Reply, ask_plain, ask_sse, peer
 from tests.sse import CHAT, SSE
 from tests.streaming import metrics, wait_settled
 
@@ -328,6 +328,7 @@ def test_a_refusal_is_not_kept_yet_its_reconnect_gets_204(held: ServerProcess, c
 def authenticated(mini_kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProcess]:
     env = claude_env(fake_claude.base_url) | {
         "AUTH_SECRET": AUTH_SECRET,
+        "LOG_HASH_KEY": LOG_HASH_KEY,  # required with AUTH_SECRET while conversations are stored
         "RATE_LIMIT_PER_MINUTE": 2,
         "DAILY_TOKEN_BUDGET_PER_CLIENT": BUDGET,
         "BUDGET_EXHAUSTED_MODE": "error",

@@ -298,6 +298,7 @@ def test_personalised_from_a_verified_token_without_logging_the_address(
         ANTHROPIC_BASE_URL=fake_claude.base_url,
         TEAM_DIRECTORY=directory,
         AUTH_SECRET=secret,
+        LOG_HASH_KEY="contract-test-log-hash-key",
     ) as server:
         got = ask(server.url, "What is KITAP?", access_token=token("Made.Wijaya@balizero.com"))
         assert_contract(got)

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ROOT, ServerProcess, claude_env, wait_until
+from tests.harness import DEFAULT_FALLBACK, DEFAULT_MODEL, ROOT, ServerProcess, claude_env, wait_until
 from tests.postgres_server import PostgresServer
 from tests.security import Reply, ask_sse
 from tests.streaming import metrics
@@ -217,11 +217,11 @@ def test_an_interrupted_answer_is_stored_with_what_was_sent(
 ) -> None:
     claude.enqueue(
         {
-            "match_model": "claude-haiku-4-5",
+            "match_model": DEFAULT_MODEL,
             "chunks": ["One ", "two ", "three ", "four"],
             "cut_after_chunks": 3,
         },
-        {"match_model": "claude-sonnet-4-6", "status": 529},
+        {"match_model": DEFAULT_FALLBACK, "status": 529},  # the continuation fails too
     )
     with httpx.Client(base_url=conversation_server.url, timeout=30) as client:
         cut = ask_sse(client, "Count to four?")
