@@ -13,6 +13,11 @@ Two backends give the same vectors (within 1e-4 cosine, checked at export and by
 - `torch`: sentence-transformers itself; any model, and the fallback when the ONNX path is unavailable.
 
 `auto` (the default) takes `onnx` for a local model of the supported layout, else `torch`.
+
+Some models are trained with a marker before each text: the e5 family embeds "query: <question>" and
+"passage: <text>". `prefixes` picks them by the model's name (`EMBEDDING_QUERY_PREFIX` and
+`EMBEDDING_PASSAGE_PREFIX` override it); questions go through `embed_queries`, chunks through
+`embed_passages`. The collection records the passage prefix with the model (store.py).
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ def resolve_model_path(name: str) -> str:
             return str(path)
         log.warning("bundled embedding model missing at %s; falling back to the hub", path)
     return name
+
+
+def prefixes(name: str, query: str | None = None, passage: str | None = None) -> tuple[str, str]:
+    """The (query, passage) markers for a model: e5 models' own, else none; an explicit value wins."""
+    e5 = "e5" in name.lower().replace("_", "-").split("/")[-1].split("-")
+    return (
+        query if query is not None else ("query: " if e5 else ""),
+        passage if passage is not None else ("passage: " if e5 else ""),
+    )
 
 
 def default_cache_dir() -> Path:
@@ -181,11 +195,19 @@ class Embedder:
     """Embeds text; async callers go through one worker thread so the event loop never blocks."""
 
     def __init__(
-        self, name: str, device: str = "cpu", *, backend: str = "auto", cache_dir: Path | None = None
+        self,
+        name: str,
+        device: str = "cpu",
+        *,
+        backend: str = "auto",
+        cache_dir: Path | None = None,
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; one of {', '.join(BACKENDS)}")
         self.name = name
+        self.query_prefix, self.passage_prefix = prefixes(name, query_prefix, passage_prefix)
         path = resolve_model_path(name)
         if backend == "onnx" and device != "cpu":
             raise ValueError("EMBEDDING_BACKEND=onnx runs on the CPU only")
@@ -206,6 +228,8 @@ class Embedder:
             settings.embedding_device,
             backend=settings.embedding_backend,
             cache_dir=settings.embedding_cache_dir,
+            query_prefix=settings.embedding_query_prefix,
+            passage_prefix=settings.embedding_passage_prefix,
         )
 
     def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
@@ -213,10 +237,17 @@ class Embedder:
             vectors = self._impl.encode(texts, batch_size)
         return [v.tolist() for v in vectors]
 
-    async def embed_query(self, text: str) -> list[float]:
+    def embed_passages(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+        """Chunk vectors, with the model's passage marker (ingestion)."""
+        return self.embed([self.passage_prefix + t for t in texts], batch_size)
+
+    async def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """Question vectors (one batch, on the worker thread), with the model's query marker."""
         loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, self.embed, [text])
-        return vectors[0]
+        return await loop.run_in_executor(self._executor, self.embed, [self.query_prefix + t for t in texts])
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed_queries([text]))[0]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
