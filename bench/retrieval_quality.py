@@ -53,11 +53,11 @@ sys.path.insert(0, str(ROOT / "apps"))
 from bench import machine  # noqa: E402
 from zantara_rag.domain import Passage  # noqa: E402
 from zantara_rag.knowledge.ingest import IngestReport, ingest  # noqa: E402
-from zantara_rag.language import words  # noqa: E402
+from zantara_rag.language import Language, detect_language, is_term, stem, words  # noqa: E402
 from zantara_rag.retrieval import search  # noqa: E402
 from zantara_rag.retrieval.embedder import Embedder  # noqa: E402
 from zantara_rag.retrieval.glossary import Glossary  # noqa: E402
-from zantara_rag.retrieval.lexical import LexicalIndex  # noqa: E402
+from zantara_rag.retrieval.lexical import Chunk, LexicalIndex  # noqa: E402
 from zantara_rag.retrieval.mirror import LexicalMirror  # noqa: E402
 from zantara_rag.retrieval.search import Retriever  # noqa: E402
 from zantara_rag.retrieval.store import Hit, VectorStore  # noqa: E402
@@ -421,7 +421,34 @@ def current(embedder: Embedder, index: Index, glossary: Glossary | None = None, 
     )
 
 
-Asker = Callable[[str], Any]
+def _plain_words(text: str) -> list[str]:
+    return [w for w in words(text) if is_term(w)]
+
+
+def _one_stem(language: Language) -> Callable[[str], list[str]]:
+    return lambda text: [stem(w, language) for w in _plain_words(text)]
+
+
+def _own_language_stem(text: str) -> list[str]:
+    language = detect_language(text)
+    return [stem(w, language) for w in _plain_words(text)]
+
+
+# Other ways to make the lexical terms, against `language.index_terms` (both stems of every word).
+ANALYZERS: dict[str, Callable[[str], list[str]]] = {
+    "words, no stemming": _plain_words,
+    "English stem only": _one_stem("en"),
+    "Indonesian stem only": _one_stem("id"),
+    "the stem of the text's own language": _own_language_stem,
+}
+
+
+def with_analyzer(index: Index, analyze: Callable[[str], list[str]] | None) -> Index:
+    """`index`'s store with a lexical index built by `analyze` (None: an empty lexical index)."""
+    mirror = LexicalMirror(index.store)
+    chunks = [Chunk(i, t, m) for i, t, m in index.store.all_chunks()]
+    mirror.index = LexicalIndex(chunks, "", analyze) if analyze is not None else LexicalIndex([])
+    return Index(index.store, index.report, index.chunks, mirror)
 
 
 async def ask_all(retriever: Any, questions: list[Question]) -> dict[str, Outcome]:
@@ -651,8 +678,7 @@ def run_sweep(split: str, output: Path) -> dict[str, Any]:
                 grid.append({"tuning": tuning, "metrics": _strip(m)})
                 print(f"{tuning}: {_line(m)}", file=sys.stderr, flush=True)
 
-    no_lexical = Index(enriched.store, enriched.report, enriched.chunks, LexicalMirror(enriched.store))
-    no_lexical.mirror.index = LexicalIndex([])
+    no_lexical = with_analyzer(enriched, None)
     # Ranking only: the off-topic cut-off needs the parts the ablations take away (coverage needs BM25's
     # index, the Indonesian English view needs the glossary), so it is off in these rows.
     no_cutoff = {"en": 0.0, "id": 0.0}
@@ -670,6 +696,10 @@ def run_sweep(split: str, output: Path) -> dict[str, Any]:
             embedder, no_lexical, empty_glossary, min_relevance=no_cutoff
         ),
     }
+    for name, analyze in ANALYZERS.items():
+        ablations[f"BM25 terms: {name}"] = current(
+            embedder, with_analyzer(enriched, analyze), min_relevance=no_cutoff
+        )
     ablation_results = {name: run(r) for name, r in ablations.items()}
 
     cutoffs = []

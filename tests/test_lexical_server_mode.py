@@ -15,7 +15,6 @@ from tests.chroma_server import ChromaServer
 from tests.harness import ROOT, ServerProcess, ingest_template, wait_until
 from tests.sse import ask, assert_contract
 from zantara_rag.retrieval.embedder import Embedder
-from zantara_rag.retrieval.glossary import Glossary
 from zantara_rag.retrieval.mirror import LexicalMirror
 from zantara_rag.retrieval.search import Retriever
 from zantara_rag.retrieval.store import VectorStore
@@ -54,7 +53,7 @@ def retriever_on(settings: Settings, embedder: Embedder) -> Retriever:
     store = VectorStore.open(settings)
     mirror = LexicalMirror(store)
     mirror.refresh()
-    return Retriever.from_settings(embedder, store, mirror, Glossary.load(), settings)
+    return Retriever.from_settings(embedder, store, settings, mirror=mirror)
 
 
 def answers(retriever: Retriever, questions: list[str]) -> list[list[tuple[str, float]]]:

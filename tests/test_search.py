@@ -12,7 +12,7 @@ import pytest
 
 from zantara_rag.knowledge.ingest import ingest
 from zantara_rag.retrieval.embedder import Embedder
-from zantara_rag.retrieval.glossary import Expansion, Glossary
+from zantara_rag.retrieval.glossary import Expansion
 from zantara_rag.retrieval.mirror import LexicalMirror
 from zantara_rag.retrieval.search import Retriever, Signals
 from zantara_rag.retrieval.store import Hit, VectorStore
@@ -47,7 +47,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ingest([root], store, embedder, root=root, max_chars=1200, overlap=150, progress=False)
     mirror = LexicalMirror(store)
     mirror.refresh()
-    yield Setup(Retriever.from_settings(embedder, store, mirror, Glossary.load(), settings), store, mirror)
+    yield Setup(Retriever.from_settings(embedder, store, settings, mirror=mirror), store, mirror)
     embedder.close()
 
 
@@ -98,8 +98,9 @@ def test_every_source_carries_a_cosine_similarity_even_when_found_by_its_words(s
     assert result.language == "id" and result.passages
     for hit in result.ranked:
         assert 0.0 <= hit.similarity <= 1.0
-    found = setup.store.similarities([h.id for h in result.ranked], [[0.0] * 383 + [1.0]])
+    found = setup.store.hits([h.id for h in result.ranked], [[0.0] * 383 + [1.0]])
     assert set(found) == {h.id for h in result.ranked}
+    assert all(found[h.id].text == h.text and found[h.id].metadata == h.metadata for h in result.ranked)
 
 
 def _hit(setup: Setup, position: int, similarity: float) -> Hit:

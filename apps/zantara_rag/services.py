@@ -110,7 +110,7 @@ async def build_services(settings: Settings) -> Services:
         embedder=embedder,
         store=store,
         mirror=mirror,
-        retriever=Retriever.from_settings(embedder, store, mirror, glossary, settings),
+        retriever=Retriever.from_settings(embedder, store, settings, mirror=mirror, glossary=glossary),
         answerer=Answerer(
             settings, Claude(settings, sdk_client, metrics) if sdk_client is not None else None
         ),

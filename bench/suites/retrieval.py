@@ -67,7 +67,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         mirror.refresh()
         lexical_build_ms = (time.perf_counter() - t) * 1000
-        retriever = Retriever.from_settings(embedder, store, mirror, glossary, settings)
+        retriever = Retriever.from_settings(embedder, store, settings, mirror=mirror, glossary=glossary)
         before = Baseline(embedder, store, settings.retrieval_top_k, settings.sources_top_k)
         k = retriever.candidates
         t = time.perf_counter()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..domain import Passage
 from ..errors import RetrievalUnavailable
-from ..language import Language, detect_language, index_terms
+from ..language import Language, detect_language
 from ..settings import Settings
 from .embedder import Embedder
 from .glossary import Expansion, Glossary
@@ -100,10 +100,17 @@ class Retriever:
         cls,
         embedder: Embedder,
         store: VectorStore,
-        mirror: LexicalMirror,
-        glossary: Glossary,
         settings: Settings,
+        *,
+        mirror: LexicalMirror | None = None,
+        glossary: Glossary | None = None,
     ) -> Retriever:
+        """The configured retriever; builds the mirror and the glossary when not given (reads the store)."""
+        if mirror is None:
+            mirror = LexicalMirror(store)
+            mirror.refresh()
+        if glossary is None:
+            glossary = Glossary.load(settings.glossary_path)
         return cls(
             embedder,
             store,
@@ -123,14 +130,23 @@ class Retriever:
             texts = [query, expansion.gloss] if expansion.gloss else [query]
             vectors = await self.embedder.embed_queries(texts)
             t1 = time.perf_counter()
-            dense = await self.store.aquery_many(vectors, max(self.candidates, self.top_k))
+            # Ids and similarities only: the texts are in the lexical index (a third of Chroma's time).
+            dense = await self.store.aquery_many(vectors, max(self.candidates, self.top_k), texts=False)
             signals = self.fuse(query, language, expansion, dense)
-            missing = [h.id for h in signals.ranked if h.similarity < 0]
-            if missing:
-                # Chunks found only by their words get their cosine similarity too (the best query vector's).
-                found = await self.store.asimilarities(missing, vectors)
+            incomplete = [h.id for h in signals.ranked if h.similarity < 0 or not h.metadata]
+            if incomplete:
+                # Found only by their words (no similarity yet), or newer than the lexical index (no text
+                # yet): one more read completes them.
+                found = await self.store.ahits(incomplete, vectors)
                 signals.ranked = [
-                    Hit(h.id, h.text, h.metadata, found.get(h.id, 0.0)) if h.similarity < 0 else h
+                    Hit(
+                        h.id,
+                        found[h.id].text,
+                        found[h.id].metadata,
+                        max(h.similarity, found[h.id].similarity),
+                    )
+                    if h.id in found
+                    else h
                     for h in signals.ranked
                 ]
             t2 = time.perf_counter()
@@ -156,8 +172,8 @@ class Retriever:
     ) -> Signals:
         """The three rankings fused, the best `top_k` chunks first, and the question's relevance signals."""
         index = self.mirror.index
-        own = index_terms(query)
-        translated = [t for term in expansion.terms for t in index_terms(term)]
+        own = index.analyze(query)
+        translated = [t for term in expansion.terms for t in index.analyze(term)]
         scores = index.scores([(own, 1.0), (translated, self.expansion_weight)])
         lexical = index.top(scores, self.candidates)
         fused: dict[str, float] = {}
@@ -167,6 +183,10 @@ class Retriever:
                 fused[hit.id] = fused.get(hit.id, 0.0) + 1.0 / (self.rrf_k + rank)
                 best = hits.get(hit.id)
                 if best is None or hit.similarity > best.similarity:
+                    position = index.positions.get(hit.id)
+                    if not hit.metadata and position is not None:
+                        chunk = index.chunks[position]
+                        hit = Hit(hit.id, chunk.text, chunk.metadata, hit.similarity)
                     hits[hit.id] = hit
         for rank, scored in enumerate(lexical, start=1):
             chunk = index.chunks[scored.position]
