@@ -128,15 +128,9 @@ class CachingEmbedder(Embedder):
 
 def make_embedder() -> CachingEmbedder:
     """The embedder as the service builds it (model, device, backend from the environment's settings)."""
-    s = Settings()
-    return CachingEmbedder(
-        s.embedding_model,
-        s.embedding_device,
-        backend=s.embedding_backend,
-        cache_dir=s.embedding_cache_dir,
-        query_prefix=s.embedding_query_prefix,
-        passage_prefix=s.embedding_passage_prefix,
-    )
+    embedder = CachingEmbedder.from_settings(Settings())
+    assert isinstance(embedder, CachingEmbedder)
+    return embedder
 
 
 def document_languages(knowledge: Path = DEFAULT_KNOWLEDGE_PATH) -> dict[str, str]:

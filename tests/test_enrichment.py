@@ -49,6 +49,13 @@ def settings_for(claude: FakeAnthropic, tmp_path: Path, **extra: object) -> Sett
     )
 
 
+def knowledge_base(tmp_path: Path) -> Path:
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "surf.md").write_text(PLAIN)
+    return root
+
+
 def run(root: Path, store: VectorStore, embedder: Embedder, enricher: Enricher | None):  # type: ignore[no-untyped-def]
     return ingest(
         [root], store, embedder, root=root, max_chars=800, overlap=0, progress=False, enricher=enricher
@@ -58,9 +65,7 @@ def run(root: Path, store: VectorStore, embedder: Embedder, enricher: Enricher |
 def test_claude_writes_what_the_front_matter_lacks_once_per_content(
     claude: FakeAnthropic, tmp_path: Path, embedder: Embedder
 ) -> None:
-    root = tmp_path / "kb"
-    root.mkdir()
-    (root / "surf.md").write_text(PLAIN)
+    root = knowledge_base(tmp_path)
     settings = settings_for(claude, tmp_path)
     enricher = Enricher.from_settings(settings)
     assert enricher is not None
@@ -116,9 +121,7 @@ def test_a_failed_enrichment_is_logged_and_the_document_indexed_without_it(
     caplog: pytest.LogCaptureFixture,
     scenario: dict[str, object],
 ) -> None:
-    root = tmp_path / "kb"
-    root.mkdir()
-    (root / "surf.md").write_text(PLAIN)
+    root = knowledge_base(tmp_path)
     settings = settings_for(claude, tmp_path)
     enricher = Enricher.from_settings(settings)
     claude.enqueue(scenario)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
 from functools import cache, lru_cache
 from typing import Any, Literal
 
@@ -84,10 +83,6 @@ def detect_language(text: str) -> Language:
     return "id" if label == "id" else "en"
 
 
-def looks_indonesian(text: str) -> bool:
-    return detect_language(text) == "id"
-
-
 def _stemmer(language: Language) -> Any:
     # A Snowball stemmer keeps state between calls: one instance per thread and language.
     stemmers: dict[str, Any] | None = getattr(_local, "stemmers", None)
@@ -126,7 +121,3 @@ def index_terms(text: str) -> list[str]:
         if is_term(word):
             out.extend(stems(word))
     return out
-
-
-def terms_of(texts: Iterable[str]) -> list[list[str]]:
-    return [index_terms(t) for t in texts]
