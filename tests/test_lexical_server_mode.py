@@ -4,6 +4,7 @@ the embedded store, and a machine that did not write a change follows it through
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 from collections.abc import Iterator
@@ -42,6 +43,30 @@ issued by the Bali Zero test office in Denpasar within three working days.
 """
 
 
+OPENED: list[VectorStore] = []
+
+
+def open_store(settings: Settings) -> VectorStore:
+    OPENED.append(store := VectorStore.open(settings))
+    return store
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_http_sessions() -> Iterator[None]:
+    """Close the Chroma HTTP clients' connection pools here, not when a later test's garbage collection finds
+    them (an unclosed socket is a ResourceWarning, and warnings are errors). chromadb's client has no public
+    way to close its pool."""
+    yield
+    for store in OPENED:
+        # The client and its admin client each hold a pool.
+        for client in (store._client, getattr(store._client, "_admin_client", None)):
+            session = getattr(getattr(client, "_server", None), "_session", None)
+            if session is not None:
+                session.close()
+    OPENED.clear()
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def embedder() -> Iterator[Embedder]:
     e = Embedder(Settings().embedding_model)
@@ -50,7 +75,7 @@ def embedder() -> Iterator[Embedder]:
 
 
 def retriever_on(settings: Settings, embedder: Embedder) -> Retriever:
-    store = VectorStore.open(settings)
+    store = open_store(settings)
     mirror = LexicalMirror(store)
     mirror.refresh()
     return Retriever.from_settings(embedder, store, settings, mirror=mirror)
@@ -113,7 +138,7 @@ def test_a_running_service_picks_up_the_change_within_the_refresh_interval(
         folder.mkdir()
         (folder / "quokka-permit.md").write_text(FACT, encoding="utf-8")
         ingest_template(tmp_path / "unused", folder, **env)
-        chunks = VectorStore.open(settings).count()
+        chunks = open_store(settings).count()
         # The service's own log says when its index holds the new chunks (within about 0.5 s).
         wait_until(lambda: f"lexical index built: {chunks} chunks" in server.logs(), timeout=30, interval=0.2)
         got = ask(server.url, "berapa biaya izin satwa quokka per hari?")
