@@ -118,10 +118,10 @@ class CachingEmbedder(Embedder):
         self._cache: dict[str, list[float]] = {}
         self.embedded = 0
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+    def embed(self, texts: list[str], batch_size: int = 32, split: bool = True) -> list[list[float]]:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            self._cache.update(zip(missing, super().embed(missing, batch_size), strict=True))
+            self._cache.update(zip(missing, super().embed(missing, batch_size, split), strict=True))
             self.embedded += len(missing)
         return [self._cache[t] for t in texts]
 

@@ -68,7 +68,7 @@ def default_cache_dir() -> Path:
 class _Backend(Protocol):
     dimension: int
 
-    def encode(self, texts: list[str], batch_size: int) -> Any: ...
+    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -83,7 +83,7 @@ class _TorchBackend:
         self._model = SentenceTransformer(path, device=device)
         self.dimension = int(self._model.get_embedding_dimension() or 0)
 
-    def encode(self, texts: list[str], batch_size: int) -> Any:
+    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any:
         return self._model.encode(
             texts,
             batch_size=batch_size,
@@ -128,13 +128,16 @@ class _OnnxBackend:
         }
         return self._session.run(None, {name: feeds[name] for name in self._inputs})[0]
 
-    def encode(self, texts: list[str], batch_size: int) -> Any:
+    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any:
         import numpy as np
 
         # Length-sorted batches waste the least on padding (as sentence-transformers does); several texts
         # are split into at least one batch per thread, so a document's few chunks use every core too.
+        # A question and its gloss (`split=False`) are one run: handing half to a second thread cost more
+        # than it saved in the service, where the other core is busy with the event loop.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        size = max(1, min(batch_size, -(-len(texts) // self._batch_threads)))
+        threads = self._batch_threads if split else 1
+        size = max(1, min(batch_size, -(-len(texts) // threads)))
         batches = [order[start : start + size] for start in range(0, len(texts), size)]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if len(batches) > 1 and self._batch_threads > 1:
@@ -232,9 +235,9 @@ class Embedder:
             passage_prefix=settings.embedding_passage_prefix,
         )
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+    def embed(self, texts: list[str], batch_size: int = 32, split: bool = True) -> list[list[float]]:
         with self._lock:
-            vectors = self._impl.encode(texts, batch_size)
+            vectors = self._impl.encode(texts, batch_size, split)
         return [v.tolist() for v in vectors]
 
     def embed_passages(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
@@ -244,7 +247,8 @@ class Embedder:
     async def embed_queries(self, texts: list[str]) -> list[list[float]]:
         """Question vectors (one batch, on the worker thread), with the model's query marker."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.embed, [self.query_prefix + t for t in texts])
+        texts = [self.query_prefix + t for t in texts]
+        return await loop.run_in_executor(self._executor, self.embed, texts, len(texts), False)
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self.embed_queries([text]))[0]
