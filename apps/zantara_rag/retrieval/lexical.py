@@ -65,15 +65,21 @@ class LexicalIndex:
         self.analyze = analyze
         self.positions = {c.id: i for i, c in enumerate(self.chunks)}
         corpus = [analyze(lexical_text(c.text, c.metadata)) for c in self.chunks]
-        self.terms = [frozenset(t) for t in corpus]
         self._bm25: Any = None
         self._vocab: dict[str, int] = {}
+        self._terms: list[Any] = []
         self._idf: dict[str, float] = {}
         if any(corpus):
             bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
             bm25.index(corpus, create_empty_token=False, show_progress=False)
             self._bm25 = bm25
             self._vocab = bm25.vocab_dict
+            # Each chunk's distinct terms as vocabulary ids, for the coverage: a few hundred bytes a chunk,
+            # where sets of strings took ~6 KB (60 MB at 10k chunks).
+            vocab = self._vocab
+            self._terms = [
+                np.unique(np.fromiter((vocab[t] for t in terms), dtype=np.int32)) for terms in corpus
+            ]
             indptr = bm25.scores["indptr"]
             n = len(self.chunks)
             for term, column in self._vocab.items():
@@ -108,6 +114,13 @@ class LexicalIndex:
             out[indices[start:end]] += data[start:end] * weight
         return out
 
+    def _has(self, ids: Any, term: str) -> bool:
+        column = self._vocab.get(term)
+        if column is None or ids.size == 0:
+            return False
+        i = int(np.searchsorted(ids, column))
+        return i < ids.size and int(ids[i]) == column
+
     def top(self, scores: Any, k: int) -> list[Scored]:
         """The `k` best-scoring chunks with a positive score, best first (ties by position)."""
         positive = np.flatnonzero(scores > 0)
@@ -130,7 +143,8 @@ class LexicalIndex:
         total = sum(weights)
         if total == 0:
             return 0.0
-        present = self.terms[position]
+        ids = self._terms[position] if self._terms else np.empty(0, dtype=np.int32)
+        present = {t for t in {*(t for own, alt in words for t in own | alt)} if self._has(ids, t)}
         found = sum(
             w
             for w, (own, alt) in zip(weights, (x for x in words if x[0]), strict=True)
