@@ -20,7 +20,7 @@ from .http import chat_stream, conversations, health, prometheus
 from .http.admission import Admission
 from .http.origin import OriginGate
 from .http.request_log import RequestLog
-from .services import build_services, ingest_sample_if_empty
+from .services import build_services, ingest_sample_if_empty, keep_lexical_index_current
 from .settings import PACKAGE_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         app.state.admission = admission
         ingestion = asyncio.create_task(ingest_sample_if_empty(services))
+        refresher = asyncio.create_task(keep_lexical_index_current(services))
         try:
             yield
         finally:
+            refresher.cancel()
             # Cancelling the task would not stop its thread: ask it to stop before its next file, and wait.
             services.stop_ingestion.set()
             await asyncio.wait({ingestion}, timeout=INGESTION_STOP_SECONDS)

@@ -85,10 +85,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from .errors import EmbeddingModelMismatch
+    from .knowledge.enrichment import Enricher
     from .knowledge.ingest import ingest
     from .logs import configure_logging
     from .retrieval.embedder import Embedder
-    from .retrieval.store import VectorStore, connect
+    from .retrieval.store import INDEX_FORMAT, VectorStore
 
     settings = load_settings()
     configure_logging(settings)
@@ -97,14 +98,21 @@ def _ingest(args: argparse.Namespace) -> int:
     if missing:
         print(f"zantara-rag ingest: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    client = connect(settings)
     try:
-        if args.reset:
-            store = VectorStore.reset(client, settings.chroma_collection, settings.embedding_model)
-        else:
-            store = VectorStore(client, settings.chroma_collection, settings.embedding_model)
+        store = VectorStore.open(settings, reset=args.reset)
     except EmbeddingModelMismatch as exc:
         print(f"zantara-rag ingest: {exc.message}", file=sys.stderr)
+        return 2
+    if store.index_format < INDEX_FORMAT and store.count() > 0:
+        # Adding chunks of the new format to a collection of the old one would leave it half upgraded.
+        print(
+            f"zantara-rag ingest: the collection {store.name!r} was built by an earlier version of "
+            f"zantara-rag (index format {store.index_format}; this version writes {INDEX_FORMAT}). Rebuild "
+            "it from every folder it was built from: `zantara-rag ingest --reset FOLDER...` (the sample "
+            "knowledge base: "
+            "`zantara-rag ingest --reset`).",
+            file=sys.stderr,
+        )
         return 2
     embedder = Embedder.from_settings(settings)
     report = ingest(
@@ -118,6 +126,7 @@ def _ingest(args: argparse.Namespace) -> int:
         max_pdf_pages=settings.ingest_max_pdf_pages,
         prune=args.prune,
         progress=False if args.no_progress else None,
+        enricher=Enricher.from_settings(settings),
     )
     print(report.summary())
     return 1 if report.failed and report.files == len(report.failed) else 0

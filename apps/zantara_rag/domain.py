@@ -35,9 +35,15 @@ class ChatRequest:
 # --- a chunk's stored text: a heading line (title and section), a blank line, then the body.
 
 
-def chunk_text(title: str, section: str, body: str) -> str:
-    """What gets embedded and stored: the title and section give a bare paragraph its context."""
+def chunk_text(title: str, section: str, body: str, also: str = "") -> str:
+    """What gets embedded and stored: the title and section give a bare paragraph its context.
+
+    `also` (the document's title in the other language) is a second heading line: the English embedding model
+    then places an Indonesian document's chunks near English questions too (docs/retrieval.md).
+    """
     head = f"{title} — {section}" if section else title
+    if also:
+        head = f"{head}\n{also}"
     return f"{head}\n\n{body}"
 
 
@@ -66,6 +72,9 @@ class Passage:
     doc: str
     similarity: float
     chunks: list[str] = field(default_factory=list)
+    # The document's language code (`language` front-matter key), when known: the extractive answer prefers
+    # sentences in the question's language. Not on the wire.
+    language: str | None = None
 
     def source(self, cited: list[str] | None = None) -> Source:
         """This passage as the sources event lists it; `cited`: the spans of it the answer cited."""

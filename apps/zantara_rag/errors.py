@@ -125,8 +125,29 @@ class ShuttingDown(ZantaraError):
     message = "Zantara is restarting. Please ask again in a few seconds."
 
 
-class EmbeddingModelMismatch(ZantaraError):
+class CannotStart(ZantaraError):
+    """A refusal to start (logged, the process exits); never sent to a client, so not in docs/api.md."""
+
+    code = "cannot_start"
+    status = 503
+
+
+class EmbeddingModelMismatch(CannotStart):
     """The collection was built with another embedding model: searching it would return garbage."""
 
     code = "embedding_model_mismatch"
+    status = 503
+
+
+class IndexOutdated(CannotStart):
+    """The collection was built by an earlier version, in a format this version cannot search correctly."""
+
+    code = "index_outdated"
+    status = 503
+
+
+class InvalidGlossary(CannotStart):
+    """GLOSSARY_PATH (or the bundled glossary) is not a list of {en, id} entries."""
+
+    code = "invalid_glossary"
     status = 503

@@ -1,27 +1,32 @@
-"""The long-lived parts of the service, built once in the lifespan: the embedder, the store, the retriever,
-the answerer, the stream hub, the team directory, the metrics, the conversations. Routes read them through
-`http.deps`."""
+"""The long-lived parts of the service, built once in the lifespan: the embedder, the store, the lexical
+mirror, the glossary, the retriever, the answerer, the stream hub, the team directory, the metrics, the
+conversations. Routes read them through `http.deps`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 from .conversations.keeper import ConversationKeeper
-from .errors import ZantaraError
+from .errors import IndexOutdated, InvalidGlossary, ZantaraError
 from .generation.answerer import Answerer
 from .generation.claude import Claude, make_client
 from .generation.team import TeamDirectory
-from .knowledge.ingest import IngestionStopped, ingest
+from .knowledge.enrichment import Enricher
+from .knowledge.ingest import IngestionStopped, doc_key, ingest
+from .language import load_language_model
 from .logs import KeyedHash, log_stream_end
 from .metrics import Metrics
 from .retrieval.embedder import Embedder
+from .retrieval.glossary import Glossary, GlossaryError
+from .retrieval.mirror import LexicalMirror
 from .retrieval.search import Retriever
-from .retrieval.store import VectorStore, connect
-from .settings import Settings
+from .retrieval.store import INDEX_FORMAT, VectorStore
+from .settings import Settings, removed_settings
 from .streaming.hub import StreamHub, new_machine_id
 from .streaming.stream import Stream
 
@@ -38,6 +43,7 @@ class Services:
     settings: Settings
     embedder: Embedder
     store: VectorStore
+    mirror: LexicalMirror
     retriever: Retriever
     answerer: Answerer
     hub: StreamHub
@@ -47,6 +53,9 @@ class Services:
     conversations: ConversationKeeper
     ingesting: bool = False
     ingest_error: str | None = None
+    # The collection is of an earlier index format and holds only the sample knowledge base: re-ingested
+    # (upgraded) in the background at start, like a first start (`prepare_knowledge`).
+    upgrade: bool = False
     drain_event: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
     # Set at shutdown: the first-start ingestion (a thread, which cancelling its task cannot stop) stops
@@ -67,6 +76,8 @@ class Services:
 async def build_services(settings: Settings) -> Services:
     """Load the model and open the store (both blocking: done in threads, before the app accepts traffic);
     migrate the conversation database."""
+    for line in removed_settings(os.environ):
+        log.warning(line)
     if settings.store_conversations and settings.auth_secret is not None and settings.log_hash_key is None:
         # A conversation belongs to the keyed hash of the token's subject: a key that changes at each restart
         # would hand every user a fresh, empty list.
@@ -75,9 +86,16 @@ async def build_services(settings: Settings) -> Services:
             "conversation is a keyed hash of the token's subject): openssl rand -hex 32"
         )
     # The store first: a collection built by another model is refused before seconds go into loading one.
-    client = await asyncio.to_thread(connect, settings)
-    store = await asyncio.to_thread(VectorStore, client, settings.chroma_collection, settings.embedding_model)
+    store = await asyncio.to_thread(VectorStore.open, settings)
+    upgrade = await asyncio.to_thread(check_index_format, store, settings)
+    try:
+        glossary = Glossary.load(settings.glossary_path)
+    except (GlossaryError, OSError) as exc:
+        raise InvalidGlossary(str(exc)) from None
     embedder = await asyncio.to_thread(Embedder.from_settings, settings)
+    mirror = LexicalMirror(store)
+    await asyncio.to_thread(mirror.refresh)
+    await asyncio.to_thread(load_language_model)
     metrics = Metrics()
     sdk_client = make_client(settings)
     if sdk_client is None:
@@ -110,34 +128,84 @@ async def build_services(settings: Settings) -> Services:
         settings=settings,
         embedder=embedder,
         store=store,
-        retriever=Retriever.from_settings(embedder, store, settings),
+        mirror=mirror,
+        retriever=Retriever.from_settings(embedder, store, settings, mirror=mirror, glossary=glossary),
         answerer=Answerer(settings, None if sdk_client is None else Claude(settings, sdk_client, metrics)),
         hub=hub,
         team=TeamDirectory.load(settings.team_directory),
         metrics=metrics,
         hashes=hashes,
         conversations=conversations,
+        upgrade=upgrade,
     )
+
+
+def check_index_format(store: VectorStore, settings: Settings) -> bool:
+    """Whether the collection needs the start-up upgrade; raises `IndexOutdated` when it cannot have it.
+
+    A collection of an earlier format that holds only documents of KNOWLEDGE_PATH (the sample knowledge base
+    a first start ingested, or the operator's own) is re-ingested from there at start (`AUTO_INGEST`); any
+    other is refused with the command that rebuilds it, never searched as if it were current.
+    """
+    if store.index_format >= INDEX_FORMAT:
+        return False
+    if store.count() == 0:
+        store.set_index_format()
+        return False
+    documents = store.documents()
+    root = settings.knowledge_path
+    inside = f"{doc_key(root, root)}/"
+    if settings.auto_ingest and root.is_dir() and all(d.startswith(inside) for d in documents):
+        return True
+    folders = sorted(
+        {str(root)}
+        | {d.rsplit("/", 1)[0] if "/" in d else "." for d in documents if not d.startswith(inside)}
+    )
+    raise IndexOutdated(
+        f"The collection {store.name!r} was built by an earlier version of zantara-rag (index format "
+        f"{store.index_format}; this version reads format {INDEX_FORMAT}, with each chunk's title in the "
+        "other language and bilingual keywords). It holds documents from outside KNOWLEDGE_PATH, so it is "
+        "not upgraded on start. Rebuild it with: "
+        f"`zantara-rag ingest --reset {' '.join(folders)}`"
+    )
+
+
+async def keep_lexical_index_current(services: Services) -> None:
+    """Poll the collection's version marker; rebuild the lexical index when it moves (retrieval/mirror.py)."""
+    interval = services.settings.lexical_refresh_seconds
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(services.mirror.refresh)
+        except Exception as exc:
+            # The store may be briefly unreachable (a server restart): keep the index we have, try again.
+            log.warning("lexical index refresh failed (%s); keeping the current index", type(exc).__name__)
 
 
 async def ingest_sample_if_empty(services: Services) -> None:
     """First start: fill an empty collection from the sample knowledge base, in the background.
 
-    A start that finds an earlier first-start ingestion unfinished (stopped by a shutdown) carries it on.
+    A start that finds an earlier first-start ingestion unfinished (stopped by a shutdown) carries it on, and
+    a collection of an earlier index format that holds only KNOWLEDGE_PATH is re-ingested from it (the
+    upgrade: only chunks whose text changed are embedded again; files gone are pruned).
     """
     settings = services.settings
     store = services.store
     if not settings.auto_ingest:
         return
     unfinished = await asyncio.to_thread(store.flag, SAMPLE_INGESTION_UNFINISHED)
-    if not unfinished and await asyncio.to_thread(store.count) > 0:
+    if not unfinished and not services.upgrade and await asyncio.to_thread(store.count) > 0:
         return
     services.ingesting = True
-    log.info(
-        "%s: ingesting the sample knowledge base from %s",
-        "carrying on an unfinished first-start ingestion" if unfinished else "the collection is empty",
-        settings.knowledge_path,
-    )
+    if services.upgrade:
+        reason = "the collection is of an earlier index format: upgrading it"
+    elif unfinished:
+        reason = "carrying on an unfinished first-start ingestion"
+    else:
+        reason = "the collection is empty"
+    log.info("%s: ingesting the knowledge base from %s", reason, settings.knowledge_path)
     try:
         await asyncio.to_thread(store.set_flag, SAMPLE_INGESTION_UNFINISHED, True)
         report = await asyncio.to_thread(
@@ -150,10 +218,16 @@ async def ingest_sample_if_empty(services: Services) -> None:
             overlap=settings.chunk_overlap_chars,
             max_file_bytes=settings.ingest_max_file_bytes,
             max_pdf_pages=settings.ingest_max_pdf_pages,
+            prune=services.upgrade,
             progress=False,
             stop=services.stop_ingestion,
+            enricher=Enricher.from_settings(settings),
         )
+        if services.upgrade:
+            await asyncio.to_thread(store.set_index_format)
+            services.upgrade = False
         await asyncio.to_thread(store.set_flag, SAMPLE_INGESTION_UNFINISHED, False)
+        await asyncio.to_thread(services.mirror.refresh)
         log.info("ingested: %s", report.summary())
     except IngestionStopped:
         log.info("first-start ingestion stopped by the shutdown; the next start carries on")

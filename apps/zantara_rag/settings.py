@@ -7,6 +7,7 @@ class agree.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -87,14 +88,25 @@ class Settings(BaseSettings):
     ingest_max_file_bytes: int = Field(INGEST_MAX_FILE_BYTES, ge=1024, le=1_000_000_000)
     ingest_max_pdf_pages: int = Field(INGEST_MAX_PDF_PAGES, ge=1, le=100_000)
 
-    # --- retrieval
+    # Prepended to questions / to passages before embedding (e5 models want "query: " / "passage: ").
+    # Unset: chosen by the model's name (docs/retrieval.md, "Another embedding model").
+    embedding_query_prefix: str | None = None
+    embedding_passage_prefix: str | None = None
+
+    # --- retrieval (docs/retrieval.md)
     retrieval_top_k: int = Field(6, ge=1, le=50)
     sources_top_k: int = Field(3, ge=1, le=20)
-    min_similarity: float = Field(0.3, ge=0.0, le=1.0)
-    rerank_candidates: int = Field(20, ge=1, le=500)
-    lexical_weight: float = Field(0.2, ge=0.0, le=1.0)
+    fusion_candidates: int = Field(20, ge=1, le=500)
+    min_relevance_en: float = Field(0.48, ge=0.0, le=2.0)
+    min_relevance_id: float = Field(0.63, ge=0.0, le=2.0)
+    glossary_path: Path | None = None
+    lexical_refresh_seconds: float = Field(5.0, ge=0.0, le=3600)
     chunk_max_chars: int = Field(1200, ge=200, le=8000)
     chunk_overlap_chars: int = Field(150, ge=0, le=2000)
+    # Bilingual titles and keywords written by Claude at ingestion for documents whose front matter has none
+    # (needs ANTHROPIC_API_KEY); cached by content hash (knowledge/enrichment.py).
+    ingest_enrichment: Literal["auto", "off"] = "auto"
+    enrichment_cache_dir: Path | None = None
 
     # --- request limits
     max_query_chars: int = Field(4000, ge=1, le=100_000)
@@ -175,9 +187,9 @@ class Settings(BaseSettings):
             raise ValueError("must be 3-512 characters of [a-zA-Z0-9._-], starting and ending alphanumeric")
         return value
 
-    @field_validator("team_directory")
+    @field_validator("team_directory", "glossary_path")
     @classmethod
-    def _check_team_directory(cls, value: Path | None) -> Path | None:
+    def _check_readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"{value} is not a readable file")
         return value
@@ -241,6 +253,23 @@ class Settings(BaseSettings):
     @property
     def has_api_key(self) -> bool:
         return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
+
+
+# Settings that no longer exist, and what took their place (docs/configuration.md): a warning at start.
+REMOVED = {
+    "MIN_SIMILARITY": "MIN_RELEVANCE_EN and MIN_RELEVANCE_ID",
+    "RERANK_CANDIDATES": "FUSION_CANDIDATES",
+    "LEXICAL_WEIGHT": "nothing (BM25 replaced the word-overlap re-rank)",
+}
+
+
+def removed_settings(environ: Mapping[str, str]) -> list[str]:
+    """One line per removed setting still set in `environ`."""
+    return [
+        f"{name} is no longer used (replaced by {instead}); see docs/configuration.md"
+        for name, instead in REMOVED.items()
+        if name in {k.upper() for k in environ}
+    ]
 
 
 def describe_validation_error(exc: Exception) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..language import looks_indonesian
+from ..language import detect_language
 from .storage import ConversationStore, GapRow
 
 # all-MiniLM-L6-v2: paraphrases of one question score 0.72-0.91, different questions on one topic (registering
@@ -136,7 +136,7 @@ def build_report(
 def _group(rows: list[GapRow], questions: list[str]) -> Group:
     examples: dict[str, str] = {}
     for question in questions:  # newest first: the first of each language is the most recent wording
-        examples.setdefault("id" if looks_indonesian(question) else "en", question)
+        examples.setdefault(detect_language(question), question)
     return Group(
         count=len(rows),
         conversations=len({r.conversation_id for r in rows}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,15 @@ class Document:
     url: str | None = None
     updated: str | None = None
     language: str | None = None
+    # Bilingual enrichment from the front matter (`title_en`, `title_id`, `keywords_en`, `keywords_id`):
+    # the title and the keywords per language code. Indexed with every chunk (knowledge/ingest.py).
+    titles: dict[str, str] = field(default_factory=dict)
+    keywords: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def other_titles(self) -> list[str]:
+        """The document's titles in other languages (different from `title`), in a stable order."""
+        return [t for _, t in sorted(self.titles.items()) if t != self.title]
 
 
 class UnreadableDocument(Exception):
@@ -83,7 +92,31 @@ def _load_markdown(raw: str, path: Path) -> Document:
         url=http_url(meta.get("url")),
         updated=str(meta["updated"]) if meta.get("updated") else None,
         language=str(meta["language"]) if meta.get("language") else None,
+        titles=_per_language(meta, "title", _text),
+        keywords=_per_language(meta, "keywords", _keywords),
     )
+
+
+def _text(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def _keywords(value: object) -> list[str]:
+    """A YAML list, or one string of comma-separated keywords."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [k for k in (_text(i) for i in items if i is not None) if k]
+
+
+def _per_language(meta: dict[str, Any], prefix: str, convert: Any) -> dict[str, Any]:
+    """`<prefix>_<language>` front-matter keys (e.g. `title_id`, `keywords_en`) by language code."""
+    out = {}
+    for key, value in meta.items():
+        language = str(key).removeprefix(f"{prefix}_")
+        if str(key).startswith(f"{prefix}_") and re.fullmatch(r"[a-z]{2}", language) and value:
+            converted = convert(value)
+            if converted:
+                out[language] = converted
+    return out
 
 
 def split_markdown(text: str) -> list[Section]:

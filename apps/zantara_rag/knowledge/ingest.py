@@ -27,6 +27,7 @@ from ..retrieval.store import VectorStore
 from ..settings import INGEST_MAX_FILE_BYTES, INGEST_MAX_PDF_PAGES
 from .chunking import Chunk, chunk_document, content_hash
 from .documents import Document, UnreadableDocument, load
+from .enrichment import Enricher
 from .files import SkippedFile, discover
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,15 @@ def ingest(
     stop: threading.Event | None = None,
     max_file_bytes: int = INGEST_MAX_FILE_BYTES,
     max_pdf_pages: int = INGEST_MAX_PDF_PAGES,
+    enricher: Enricher | None = None,
 ) -> IngestReport:
     """Sync the files under `paths` into the store; `root` is the knowledge root that keys are relative to.
 
     With `prune`, documents of the store under a folder of `paths` whose file is gone are removed. Raises
     `IngestionStopped` when `stop` is set (checked before each file). Links, non-regular files and files
     over `max_file_bytes` (or `max_pdf_pages`) are skipped and listed in the report (`knowledge.files`).
+    With an `enricher`, a document whose front matter lacks its bilingual titles or keywords gets Claude's
+    (knowledge/enrichment.py).
     """
     started = time.perf_counter()
     report = IngestReport()
@@ -127,6 +131,8 @@ def ingest(
         report.files += 1
         if document is None:
             continue
+        if enricher is not None:
+            document = enricher.enrich(document)
         chunks = chunk_document(document, max_chars, overlap)
         _sync_document(key, document, chunks, store, embedder, report)
         if on_file is not None:
@@ -140,8 +146,16 @@ def ingest(
                 existing = store.chunks_of(gone)
                 store.delete(existing)
                 report.removed += len(existing)
+    if report.added or report.updated or report.removed:
+        # Every machine's lexical index follows this marker (retrieval/mirror.py).
+        store.bump_version()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def keywords_of(document: Document) -> str:
+    """The document's keywords in every language, as one metadata string (indexed lexically)."""
+    return "; ".join(k for _, listed in sorted(document.keywords.items()) for k in listed)
 
 
 def _sync_document(
@@ -155,11 +169,15 @@ def _sync_document(
     existing = store.chunks_of(key)
     ids, texts, metas = [], [], []
     wanted: set[str] = set()
+    also = " / ".join(document.other_titles)
+    keywords = keywords_of(document)
     for chunk in chunks:
         cid = chunk_id(key, chunk.index)
         wanted.add(cid)
-        text = chunk.embedding_text(document.title)
-        digest = content_hash(text, document.title, chunk.section, document.url, document.updated)
+        text = chunk.embedding_text(document.title, also)
+        parts = [text, document.title, chunk.section, document.url, document.updated]
+        # Appended only when present, so a chunk without keywords keeps the hash it had before they existed.
+        digest = content_hash(*parts, *([keywords] if keywords else []))
         if existing.get(cid) == digest:
             report.unchanged += 1
             continue
@@ -179,10 +197,11 @@ def _sync_document(
                 "language": document.language or "",
                 "chunk_index": chunk.index,
                 "content_hash": digest,
+                "keywords": keywords,
             }
         )
     if ids:
-        store.upsert(ids, embedder.embed(texts), texts, metas)
+        store.upsert(ids, embedder.embed_passages(texts), texts, metas)
     stale = [cid for cid in existing if cid not in wanted]
     store.delete(stale)
     report.removed += len(stale)
