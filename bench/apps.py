@@ -39,6 +39,7 @@ BENCH_ENV = {
     "RATE_LIMIT_PER_MINUTE": "0",
     "MAX_STREAMS_PER_CLIENT": "0",
     "MAX_CONCURRENT_STREAMS": "0",
+    "LIMIT_CONCURRENCY": "100000",
     "DAILY_TOKEN_BUDGET": "0",
     "DAILY_TOKEN_BUDGET_PER_CLIENT": "0",
     "LOG_LEVEL": "warning",
@@ -46,7 +47,7 @@ BENCH_ENV = {
 }
 # Settings exported in the caller's shell must not change what is measured (the harness drops ANTHROPIC_,
 # CHROMA_ and FLY_ already).
-_FOREIGN = ("EMBEDDING_", "AUTH_", "RATE_LIMIT", "MAX_", "DAILY_", "RESUME_", "DRAIN_")
+_FOREIGN = ("EMBEDDING_", "AUTH_", "RATE_LIMIT", "MAX_", "DAILY_", "RESUME_", "DRAIN_", "LIMIT_")
 
 
 class AppProcess(ServerProcess):

@@ -25,7 +25,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache" / "kb"
-VERSION = 1
+VERSION = 2  # 2: the sample knowledge base with bilingual front matter (index format 2)
 BATCH = 2000
 # The padding's vocabulary: words of the knowledge base's own domain, so chunks are of realistic size.
 VOCABULARY = (

@@ -1,27 +1,27 @@
-"""Retrieval quality on the sample knowledge base: hit@1, hit@3, MRR, empty sources, off-topic rejection.
+"""Retrieval quality on the sample knowledge base, per direction: hit@1, hit@3, MRR, off-topic rejection.
 
-    python -m bench.retrieval_quality                      # the current defaults, through the real Retriever
-    python -m bench.retrieval_quality --chunk-max-chars 900 --overlap 0 --top-k 6 --min-similarity 0.3
-    python -m bench.retrieval_quality --lexical-weight 0   # the same without the lexical re-rank
-    python -m bench.retrieval_quality --sweep              # the grid, then the chosen rows end to end
+    python -m bench.retrieval_quality                    # today's retriever vs the one before issue #12 (dev)
+    python -m bench.retrieval_quality --split heldout    # the held-out questions (evaluated once, at the end)
+    python -m bench.retrieval_quality --split all
+    python -m bench.retrieval_quality --sweep            # the fusion grid, ablations and cut-offs (dev)
 
 The knowledge base (`apps/knowledge/`) is ingested by the real `ingest()` into a temporary embedded Chroma,
-and every question of `tests/data/questions.json` (and the off-topic ones of `tests/data/offtopic.json`) is
-asked through `Retriever.retrieve`, so the figures are about the documents the user would see:
+and every question of `tests/data/questions.json` and `tests/data/offtopic.json` of the chosen split is
+asked through the real `Retriever.retrieve`, so the figures are about the documents the user would see.
+The baseline, measured in the same run, is the retriever before issue #12 (dense search, MIN_SIMILARITY 0.3
+and the word-overlap re-rank, `Baseline` below, a copy of that code) on the knowledge base ingested as it
+was then (the bilingual front matter removed, so the chunks are what that version stored).
 
-- hit@1 / hit@3: the question's `answer_doc` is the first / among the SOURCES (the documents after the
-  Retriever's grouping; `SOURCES_TOP_K` = 3), not among the first chunks.
-- MRR: 1/rank of the answer document among the documents of all `RETRIEVAL_TOP_K` chunks (0 if absent).
-- empty: the share of (on-topic) questions that get no source at all (every chunk under MIN_SIMILARITY).
-- off-topic rejected: the share of off-topic questions that get no source, which is what they should get.
-- top sim: the median cosine similarity of the nearest chunk, before MIN_SIMILARITY (on-topic / off-topic).
-- ctx chars: the mean size of the passages handed to the model (the sources' chunks), a cost figure.
+- direction: the question's language → the answer document's language (en>en, en>id, id>en, id>id).
+- hit@1 / hit@3: the question's `answer_doc` is the first / among the sources (at most SOURCES_TOP_K = 3).
+- MRR: 1 / rank of the answer document among the documents of the RETRIEVAL_TOP_K chunks handed over
+  (0 when absent or when the question was turned away).
+- rejected: an on-topic question that got no source (must be 0); off-topic rejected: the share of off-topic
+  questions that got none (per language).
+- relevance: the signal the off-topic cut-off applies to (retrieval/search.py); the sweep prints, per
+  language, the lowest value of an on-topic question and the highest of an off-topic one.
 
-`--sweep` ingests once per chunking setting and embeds each distinct text once (`CachingEmbedder`); the
-RETRIEVAL_TOP_K × MIN_SIMILARITY × re-rank grid then queries the store directly and runs the real
-`Retriever.rerank` and `Retriever.group` on the hits. The old defaults, the current defaults and the top of
-the grid are then measured again end to end through `Retriever.retrieve`, checked against the grid's
-figures, and compared question by question with the old defaults (wins/losses, exact sign test).
+Results: `bench/results/retrieval_quality.json` (or `--output`).
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ import asyncio
 import json
 import math
 import os
+import re
+import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,66 +53,32 @@ sys.path.insert(0, str(ROOT / "apps"))
 from bench import machine  # noqa: E402
 from zantara_rag.domain import Passage  # noqa: E402
 from zantara_rag.knowledge.ingest import IngestReport, ingest  # noqa: E402
+from zantara_rag.language import Language, detect_language, is_term, stem, words  # noqa: E402
+from zantara_rag.retrieval import search  # noqa: E402
 from zantara_rag.retrieval.embedder import Embedder  # noqa: E402
+from zantara_rag.retrieval.glossary import Glossary  # noqa: E402
+from zantara_rag.retrieval.lexical import Chunk, LexicalIndex  # noqa: E402
+from zantara_rag.retrieval.mirror import LexicalMirror  # noqa: E402
 from zantara_rag.retrieval.search import Retriever  # noqa: E402
-from zantara_rag.retrieval.store import VectorStore, connect  # noqa: E402
+from zantara_rag.retrieval.store import Hit, VectorStore  # noqa: E402
 from zantara_rag.settings import DEFAULT_KNOWLEDGE_PATH, Settings  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "data" / "questions.json"
 OFFTOPIC = ROOT / "tests" / "data" / "offtopic.json"
-RESULTS = ROOT / "bench" / "results" / "retrieval_quality.json"  # the sweep, cited by docs/retrieval.md
-SINGLE = ROOT / "bench" / "results" / "raw" / "retrieval_quality.json"  # one setting: a look, not committed
+RESULTS = ROOT / "bench" / "results" / "retrieval_quality.json"
+DIRECTIONS = ("en>en", "en>id", "id>en", "id>id")
+LANGUAGES = ("en", "id")
+# The front-matter keys issue #12 added to the sample knowledge base (removed for the baseline's index).
+ENRICHMENT_KEYS = re.compile(r"^(title_[a-z]{2}|keywords_[a-z]{2}):.*\n", re.M)
 
-GRID_CHUNK_MAX_CHARS = (600, 900, 1200, 1800)
-GRID_OVERLAP = (0, 150)
-GRID_TOP_K = (4, 6, 10)
-GRID_MIN_SIMILARITY = (0.0, 0.2, 0.25, 0.3, 0.35)
+GRID_RRF_K = (5, 10, 20, 60)
+GRID_EXPANSION_WEIGHT = (0.0, 0.3, 0.5, 1.0)
+GRID_CANDIDATES = (10, 20, 30)
+GRID_COVERAGE_WEIGHT = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def _default(name: str) -> Any:
     return Settings.model_fields[name].default
-
-
-LEXICAL_WEIGHT = _default("lexical_weight")
-RERANK_CANDIDATES = _default("rerank_candidates")
-GRID_LEXICAL_WEIGHT = (0.0, LEXICAL_WEIGHT)  # the Retriever's lexical re-rank off / as shipped
-
-
-@dataclass(frozen=True, order=True)
-class Config:
-    chunk_max_chars: int
-    overlap: int
-    top_k: int
-    min_similarity: float
-    lexical_weight: float = LEXICAL_WEIGHT
-
-    @classmethod
-    def defaults(cls) -> Config:
-        return cls(
-            _default("chunk_max_chars"),
-            _default("chunk_overlap_chars"),
-            _default("retrieval_top_k"),
-            _default("min_similarity"),
-            LEXICAL_WEIGHT,
-        )
-
-    def label(self) -> str:
-        return (
-            f"CHUNK_MAX_CHARS={self.chunk_max_chars} CHUNK_OVERLAP_CHARS={self.overlap} "
-            f"RETRIEVAL_TOP_K={self.top_k} MIN_SIMILARITY={self.min_similarity} "
-            f"lexical_weight={self.lexical_weight}"
-        )
-
-    def short(self) -> str:
-        return (
-            f"{self.chunk_max_chars} / {self.overlap} / {self.top_k} / {self.min_similarity:g} / "
-            f"{self.lexical_weight:g}"
-        )
-
-
-SHORT_HEADER = "chunk / overlap / top_k / min_sim / rerank"
-# The defaults before issue #2, with the Retriever as it was then (no lexical re-rank): the baseline.
-OLD_DEFAULTS = Config(1200, 150, 6, 0.25, 0.0)
 
 
 @dataclass(frozen=True)
@@ -119,66 +87,85 @@ class Question:
     text: str
     language: str
     answer: str | None  # the answer document's file name; None for an off-topic question
+    split: str
+    direction: str  # "en>id" etc.; "off" for an off-topic question
 
 
 @dataclass
 class Outcome:
-    """What one question got: the sources' files (≤ SOURCES_TOP_K), all grouped files, the best similarity."""
+    """What one question got: the sources' files, the files of every chunk handed over, its relevance."""
 
     sources: list[str]
     ranked: list[str]
-    top_similarity: float | None
+    relevance: float | None
     context_chars: int
 
 
 @dataclass
 class Index:
-    chunk_max_chars: int
-    overlap: int
     store: VectorStore
     report: IngestReport
     chunks: int
+    mirror: LexicalMirror
     tmp: Any = field(repr=False, default=None)
 
 
 class CachingEmbedder(Embedder):
-    """The real Embedder, remembering vectors by text.
-
-    Sections shorter than the smallest CHUNK_MAX_CHARS give the same chunk under every chunking setting, and
-    each question is asked several times: each distinct text is embedded once per run.
-    """
+    """The real Embedder, remembering vectors by text: each distinct question is embedded once per run."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cache: dict[str, list[float]] = {}
         self.embedded = 0
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+    def embed(self, texts: list[str], batch_size: int = 32, split: bool = True) -> list[list[float]]:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            self._cache.update(zip(missing, super().embed(missing, batch_size), strict=True))
+            self._cache.update(zip(missing, super().embed(missing, batch_size, split), strict=True))
             self.embedded += len(missing)
         return [self._cache[t] for t in texts]
 
 
 def make_embedder() -> CachingEmbedder:
     """The embedder as the service builds it (model, device, backend from the environment's settings)."""
-    s = Settings()
-    return CachingEmbedder(
-        s.embedding_model, s.embedding_device, backend=s.embedding_backend, cache_dir=s.embedding_cache_dir
-    )
+    embedder = CachingEmbedder.from_settings(Settings())
+    assert isinstance(embedder, CachingEmbedder)
+    return embedder
 
 
-def load_questions(
-    path: Path = QUESTIONS, offtopic: Path = OFFTOPIC
-) -> tuple[list[Question], list[Question]]:
+def document_languages(knowledge: Path = DEFAULT_KNOWLEDGE_PATH) -> dict[str, str]:
+    """Each sample document's `language` front-matter value, by file name."""
+    out = {}
+    for path in knowledge.glob("*.md"):
+        match = re.search(r"^language:\s*(\w+)", path.read_text(encoding="utf-8"), re.M)
+        if match:
+            out[path.name] = match.group(1)
+    return out
+
+
+def load_questions(split: str = "dev") -> tuple[list[Question], list[Question]]:
+    """The on-topic and off-topic questions of `split` (dev, heldout or all)."""
+    languages = document_languages()
+
+    def keep(q: dict[str, Any]) -> bool:
+        return split == "all" or q.get("split", "dev") == split
+
     on = [
-        Question(q["id"], q["question"], q.get("language", "en"), q["answer_doc"])
-        for q in json.loads(path.read_text(encoding="utf-8"))
+        Question(
+            q["id"],
+            q["question"],
+            q["language"],
+            q["answer_doc"],
+            q.get("split", "dev"),
+            f"{q['language']}>{languages[q['answer_doc']]}",
+        )
+        for q in json.loads(QUESTIONS.read_text(encoding="utf-8"))
+        if keep(q)
     ]
     off = [
-        Question(q["id"], q["question"], q.get("language", "en"), None)
-        for q in json.loads(offtopic.read_text(encoding="utf-8"))
+        Question(q["id"], q["question"], q["language"], None, q.get("split", "dev"), "off")
+        for q in json.loads(OFFTOPIC.read_text(encoding="utf-8"))
+        if keep(q)
     ]
     return on, off
 
@@ -187,46 +174,289 @@ def file_of(doc: str) -> str:
     return doc.rsplit("/", 1)[-1]
 
 
-def build_index(
-    embedder: Embedder, chunk_max_chars: int, overlap: int, knowledge: Path = DEFAULT_KNOWLEDGE_PATH
-) -> Index:
-    """The knowledge base ingested by the real `ingest()` into a fresh embedded Chroma in a temp folder."""
+def build_index(embedder: Embedder, enriched: bool = True, knowledge: Path = DEFAULT_KNOWLEDGE_PATH) -> Index:
+    """The knowledge base ingested by the real `ingest()` into a fresh embedded Chroma in a temp folder.
+
+    `enriched=False` ingests a copy without the bilingual front matter: the chunks the baseline stored.
+    """
     tmp = tempfile.TemporaryDirectory(prefix="zantara-bench-")
+    if not enriched:
+        plain = Path(tmp.name) / knowledge.name
+        shutil.copytree(knowledge, plain)
+        for path in plain.glob("*.md"):
+            path.write_text(ENRICHMENT_KEYS.sub("", path.read_text(encoding="utf-8")), encoding="utf-8")
+        knowledge = plain
     settings = Settings(chroma_path=Path(tmp.name) / "chroma")
-    store = VectorStore.reset(connect(settings), settings.chroma_collection, embedder.name)
+    store = VectorStore.open(settings, reset=True)
     report = ingest(
         [knowledge],
         store,
         embedder,
         root=knowledge,
-        max_chars=chunk_max_chars,
-        overlap=overlap,
+        max_chars=_default("chunk_max_chars"),
+        overlap=_default("chunk_overlap_chars"),
         progress=False,
     )
     if report.failed:
         raise RuntimeError(f"ingestion failed for {report.failed}")
-    return Index(chunk_max_chars, overlap, store, report, store.count(), tmp)
+    mirror = LexicalMirror(store)
+    mirror.refresh()
+    return Index(store, report, store.count(), mirror, tmp)
 
 
-def make_retriever(embedder: Embedder, store: VectorStore, cfg: Config, sources_k: int) -> Retriever:
+# --- the retriever before issue #12, kept here as the baseline (its search.py and stop words, verbatim).
+
+_OLD_STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "also",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "get",
+        "got",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "just",
+        "know",
+        "like",
+        "many",
+        "may",
+        "me",
+        "might",
+        "more",
+        "most",
+        "much",
+        "must",
+        "my",
+        "need",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "should",
+        "so",
+        "some",
+        "still",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "this",
+        "those",
+        "to",
+        "too",
+        "up",
+        "very",
+        "want",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "ada",
+        "adalah",
+        "aja",
+        "akan",
+        "aku",
+        "anda",
+        "apa",
+        "apakah",
+        "atau",
+        "bagaimana",
+        "belum",
+        "berapa",
+        "bisa",
+        "dalam",
+        "dan",
+        "dari",
+        "dengan",
+        "di",
+        "dimana",
+        "dong",
+        "ga",
+        "gak",
+        "gimana",
+        "harus",
+        "ini",
+        "itu",
+        "jadi",
+        "jika",
+        "juga",
+        "kalau",
+        "kami",
+        "kapan",
+        "karena",
+        "ke",
+        "kita",
+        "lagi",
+        "mana",
+        "mau",
+        "nggak",
+        "nya",
+        "oleh",
+        "pada",
+        "per",
+        "pun",
+        "saja",
+        "saya",
+        "se",
+        "sih",
+        "siapa",
+        "sudah",
+        "tak",
+        "tapi",
+        "tidak",
+        "untuk",
+        "ya",
+        "yang",
+    ]
+)
+
+
+def _old_content_words(text: str) -> frozenset[str]:
+    return frozenset(w for w in words(text) if len(w) >= 2 and w not in _OLD_STOPWORDS)
+
+
+class Baseline:
+    """Dense top-20, MIN_SIMILARITY 0.3, cosine + 0.2 × question-word overlap, grouped into sources."""
+
+    min_similarity = 0.3
+    lexical_weight = 0.2
+    candidates = 20
+
+    def __init__(self, embedder: Embedder, store: VectorStore, top_k: int, sources_k: int) -> None:
+        self.embedder, self.store, self.top_k, self.sources_k = embedder, store, top_k, sources_k
+
+    async def retrieve(self, query: str) -> search.Retrieval:
+        vector = await self.embedder.embed_query(query)
+        hits = await self.store.aquery(vector, max(self.top_k, self.candidates))
+        kept = [h for h in hits if h.similarity >= self.min_similarity]
+        asked = _old_content_words(query)
+        if asked:
+            kept.sort(
+                key=lambda h: (
+                    h.similarity + self.lexical_weight * len(asked & _old_content_words(h.text)) / len(asked)
+                ),
+                reverse=True,
+            )
+        ranked = kept[: self.top_k]
+        top = hits[0].similarity if hits else 0.0
+        return search.Retrieval(_group(ranked, self.sources_k), 0.0, 0.0, relevance=top, ranked=ranked)
+
+
+def _group(hits: Sequence[Hit], sources_k: int) -> list[Passage]:
+    by_doc: dict[str, Passage] = {}
+    for hit in hits:
+        doc = str(hit.metadata.get("doc"))
+        if doc not in by_doc:
+            if len(by_doc) >= sources_k:
+                continue
+            by_doc[doc] = Passage(len(by_doc) + 1, doc, None, None, doc, hit.similarity)
+        by_doc[doc].chunks.append(hit.text)
+    return list(by_doc.values())
+
+
+def current(embedder: Embedder, index: Index, glossary: Glossary | None = None, **tuning: Any) -> Retriever:
+    """Today's retriever as the service builds it, with the given tuning (module defaults otherwise)."""
     return Retriever(
         embedder,
-        store,
-        top_k=cfg.top_k,
-        sources_k=sources_k,
-        min_similarity=cfg.min_similarity,
-        candidates=RERANK_CANDIDATES,
-        lexical_weight=cfg.lexical_weight,
+        index.store,
+        index.mirror,
+        glossary if glossary is not None else Glossary.load(),
+        top_k=_default("retrieval_top_k"),
+        sources_k=_default("sources_top_k"),
+        candidates=tuning.pop("candidates", _default("fusion_candidates")),
+        min_relevance=tuning.pop(
+            "min_relevance", {"en": _default("min_relevance_en"), "id": _default("min_relevance_id")}
+        ),
+        **tuning,
     )
 
 
-def outcome(sources: Sequence[Passage], ranked: Sequence[Passage], top_similarity: float | None) -> Outcome:
-    return Outcome(
-        [file_of(p.doc) for p in sources],
-        [file_of(p.doc) for p in ranked],
-        top_similarity,
-        sum(len(c) for p in sources for c in p.chunks),
-    )
+def _plain_words(text: str) -> list[str]:
+    return [w for w in words(text) if is_term(w)]
+
+
+def _one_stem(language: Language) -> Callable[[str], list[str]]:
+    return lambda text: [stem(w, language) for w in _plain_words(text)]
+
+
+def _own_language_stem(text: str) -> list[str]:
+    language = detect_language(text)
+    return [stem(w, language) for w in _plain_words(text)]
+
+
+# Other ways to make the lexical terms, against `language.index_terms` (both stems of every word).
+ANALYZERS: dict[str, Callable[[str], list[str]]] = {
+    "words, no stemming": _plain_words,
+    "English stem only": _one_stem("en"),
+    "Indonesian stem only": _one_stem("id"),
+    "the stem of the text's own language": _own_language_stem,
+}
+
+
+def with_analyzer(index: Index, analyze: Callable[[str], list[str]] | None) -> Index:
+    """`index`'s store with a lexical index built by `analyze` (None: an empty lexical index)."""
+    mirror = LexicalMirror(index.store)
+    chunks = [Chunk(i, t, m) for i, t, m in index.store.all_chunks()]
+    mirror.index = LexicalIndex(chunks, "", analyze) if analyze is not None else LexicalIndex([])
+    return Index(index.store, index.report, index.chunks, mirror)
+
+
+async def ask_all(retriever: Any, questions: list[Question]) -> dict[str, Outcome]:
+    got = {}
+    for q in questions:
+        result = await retriever.retrieve(q.text)
+        ranked = _group(result.ranked, 99) if result.passages else []
+        got[q.id] = Outcome(
+            [file_of(p.doc) for p in result.passages],
+            [file_of(p.doc) for p in ranked],
+            result.relevance,
+            sum(len(c) for p in result.passages for c in p.chunks),
+        )
+    return got
 
 
 def score(on: list[Question], off: list[Question], got: dict[str, Outcome]) -> dict[str, Any]:
@@ -246,86 +476,37 @@ def score(on: list[Question], off: list[Question], got: dict[str, Outcome]) -> d
             "hit@1": round(hit1 / n, 4),
             "hit@3": round(hit3 / n, 4),
             "mrr": round(rr / n, 4),
-            "empty": round(empty / n, 4),
+            "rejected": int(empty),
         }
 
-    def rejected(questions: list[Question]) -> float | None:
-        return round(sum(not got[q.id].sources for q in questions) / len(questions), 4) if questions else None
+    def rejected(questions: list[Question]) -> dict[str, Any]:
+        n = len(questions)
+        count = sum(not got[q.id].sources for q in questions)
+        return {"n": n, "rejected": count, "share": round(count / n, 4) if n else None}
 
-    top = [got[q.id].top_similarity for q in on if got[q.id].top_similarity is not None]
-    top_off = [got[q.id].top_similarity for q in off if got[q.id].top_similarity is not None]
-    return {
-        "overall": block(on),
-        "en": block([q for q in on if q.language == "en"]),
-        "id": block([q for q in on if q.language == "id"]),
-        "offtopic_rejected": rejected(off),
-        "offtopic_rejected_en": rejected([q for q in off if q.language == "en"]),
-        "offtopic_rejected_id": rejected([q for q in off if q.language == "id"]),
-        "median_top_similarity": round(statistics.median(top), 4) if top else None,
-        "median_top_similarity_offtopic": round(statistics.median(top_off), 4) if top_off else None,
-        "context_chars": round(statistics.mean(got[q.id].context_chars for q in on)) if on else 0,
-        "misses@3": [q.id for q in on if q.answer not in got[q.id].sources[:3]],
-        "offtopic_answered": [q.id for q in off if got[q.id].sources],
-        # The answer document's rank among the grouped documents (None: absent), for paired comparisons.
-        "ranks": {
-            q.id: (got[q.id].ranked.index(q.answer) + 1 if q.answer in got[q.id].ranked else None) for q in on
-        },
+    def relevance(questions: list[Question]) -> list[float]:
+        return [r for q in questions if (r := got[q.id].relevance) is not None]
+
+    out: dict[str, Any] = {"overall": block(on)}
+    for direction in DIRECTIONS:
+        out[direction] = block([q for q in on if q.direction == direction])
+    for language in LANGUAGES:
+        asked_in = [q for q in off if q.language == language]
+        out[f"offtopic_{language}"] = rejected(asked_in)
+        on_rel = relevance([q for q in on if q.language == language])
+        off_rel = relevance(asked_in)
+        out[f"relevance_{language}"] = {
+            "on_topic_min": round(min(on_rel), 4) if on_rel else None,
+            "on_topic_median": round(statistics.median(on_rel), 4) if on_rel else None,
+            "off_topic_max": round(max(off_rel), 4) if off_rel else None,
+        }
+    out["context_chars"] = round(statistics.mean(got[q.id].context_chars for q in on)) if on else 0
+    out["misses@3"] = [q.id for q in on if q.answer not in got[q.id].sources[:3]]
+    out["offtopic_answered"] = [q.id for q in off if got[q.id].sources]
+    out["ranks"] = {
+        q.id: (got[q.id].ranked.index(q.answer) + 1 if q.answer in got[q.id].ranked else None) for q in on
     }
-
-
-COMPARED = ("overall", "en", "id", "offtopic_rejected", "misses@3", "offtopic_answered", "ranks")
-
-
-async def evaluate_real(
-    index: Index, embedder: Embedder, cfg: Config, on: list[Question], off: list[Question]
-) -> dict[str, Any]:
-    """Every question through `Retriever.retrieve`, exactly as the service asks it."""
-    served = make_retriever(embedder, index.store, cfg, _default("sources_top_k"))
-    # The same query with every grouped document kept (for MRR), and the nearest chunk before any threshold.
-    ranked = make_retriever(embedder, index.store, cfg, cfg.top_k)
-    nearest = make_retriever(embedder, index.store, Config(0, 0, 1, 0.0, 0.0), 1)
-    got: dict[str, Outcome] = {}
-    for q in [*on, *off]:
-        sources = (await served.retrieve(q.text)).passages
-        all_docs = (await ranked.retrieve(q.text)).passages
-        first = (await nearest.retrieve(q.text)).passages
-        got[q.id] = outcome(sources, all_docs, first[0].similarity if first else None)
-    return score(on, off, got)
-
-
-def evaluate_grid(
-    index: Index,
-    embedder: Embedder,
-    vectors: dict[str, list[float]],
-    on: list[Question],
-    off: list[Question],
-) -> dict[Config, dict[str, Any]]:
-    """The RETRIEVAL_TOP_K × MIN_SIMILARITY × re-rank grid on one index, from precomputed question vectors.
-
-    The store is asked for `Retriever.fetch_k` chunks (once per distinct k), then the real
-    `Retriever.rerank` and `Retriever.group` make the sources, as `Retriever.retrieve` does.
-    """
-    sources_k = _default("sources_top_k")
-    text = {q.id: q.text for q in [*on, *off]}
-    fetched: dict[int, dict[str, Any]] = {}
-    results: dict[Config, dict[str, Any]] = {}
-    for top_k in GRID_TOP_K:
-        for weight in GRID_LEXICAL_WEIGHT:
-            for min_similarity in GRID_MIN_SIMILARITY:
-                cfg = Config(index.chunk_max_chars, index.overlap, top_k, min_similarity, weight)
-                served = make_retriever(embedder, index.store, cfg, sources_k)
-                ranked = make_retriever(embedder, index.store, cfg, top_k)
-                k = served.fetch_k
-                if k not in fetched:
-                    fetched[k] = {qid: index.store.query(vec, k) for qid, vec in vectors.items()}
-                got = {}
-                for qid, hits in fetched[k].items():
-                    kept = served.rerank(text[qid], hits)
-                    got[qid] = outcome(
-                        served.group(kept), ranked.group(kept), hits[0].similarity if hits else None
-                    )
-                results[cfg] = score(on, off, got)
-    return results
+    return out
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -349,18 +530,36 @@ def paired(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def top_of_grid(results: dict[Config, dict[str, Any]]) -> Config:
-    """The best hit@3, then MRR, then hit@1, then off-topic rejection, then the smaller context."""
-    return max(
-        results,
-        key=lambda c: (
-            results[c]["overall"]["hit@3"],
-            results[c]["overall"]["mrr"],
-            results[c]["overall"]["hit@1"],
-            results[c]["offtopic_rejected"] or 0,
-            -results[c]["context_chars"],
-        ),
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def table(rows: list[tuple[str, dict[str, Any]]], first: str = "retriever") -> str:
+    """One row per retriever: hit@1 / hit@3 / MRR per direction and overall, rejections."""
+    cols = ["overall", *DIRECTIONS]
+    head = (
+        f"| {first} | "
+        + " | ".join(f"{c} (n={rows[0][1][c]['n']})" for c in cols)
+        + " | on-topic rejected | off-topic rejected en | off-topic rejected id |"
     )
+    lines = [head, "|" + "---|" * (len(cols) + 4)]
+    for name, m in rows:
+        cells = []
+        for c in cols:
+            b = m[c]
+            cells.append(f"{_pct(b.get('hit@1'))} / {_pct(b.get('hit@3'))} / {b.get('mrr', 0):.3f}")
+        en, id_ = m["offtopic_en"], m["offtopic_id"]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {m['overall']['rejected']} | {en['rejected']}/{en['n']} | {id_['rejected']}/{id_['n']} |"
+        )
+    return "\n".join(lines)
+
+
+def _write(payload: dict[str, Any], output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def machine_info(embedder: Embedder) -> dict[str, Any]:
@@ -377,71 +576,72 @@ def machine_info(embedder: Embedder) -> dict[str, Any]:
     return info
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
-def table(rows: list[tuple[str, dict[str, Any]]], first: str = "config") -> str:
-    head = (
-        f"| {first} | hit@1 | hit@3 | MRR | hit@1 en | hit@3 en | MRR en | hit@1 id | hit@3 id | MRR id "
-        "| empty | off-topic rejected (all / en / id) | top sim (on / off) | ctx chars |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for name, m in rows:
-        o, en, id_ = m["overall"], m["en"], m["id"]
-        lines.append(
-            f"| {name} | {_pct(o['hit@1'])} | {_pct(o['hit@3'])} | {o['mrr']:.3f} "
-            f"| {_pct(en['hit@1'])} | {_pct(en['hit@3'])} | {en['mrr']:.3f} "
-            f"| {_pct(id_['hit@1'])} | {_pct(id_['hit@3'])} | {id_['mrr']:.3f} "
-            f"| {_pct(o['empty'])} "
-            f"| {_pct(m['offtopic_rejected'])} / {_pct(m['offtopic_rejected_en'])} / "
-            f"{_pct(m['offtopic_rejected_id'])} "
-            f"| {m['median_top_similarity']:.3f} / {m['median_top_similarity_offtopic']:.3f} "
-            f"| {m['context_chars']} |"
-        )
-    return "\n".join(lines)
-
-
-def _describe_pairs(p: dict[str, Any]) -> str:
-    return "; ".join(
-        f"{name} +{len(v['wins'])}/−{len(v['losses'])} (sign test p={v['p']:.3f})" for name, v in p.items()
-    )
-
-
-def _write(payload: dict[str, Any], output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _header(on: list[Question], off: list[Question]) -> dict[str, Any]:
+def _header(split: str, on: list[Question], off: list[Question]) -> dict[str, Any]:
     return {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.retrieval_quality " + " ".join(sys.argv[1:]),
+        "split": split,
         "questions": len(on),
         "offtopic_questions": len(off),
-        "sources_top_k": _default("sources_top_k"),
-        "rerank_candidates": RERANK_CANDIDATES,
+        "per_direction": {d: sum(q.direction == d for q in on) for d in DIRECTIONS},
+        "defaults": {
+            name: _default(name)
+            for name in (
+                "retrieval_top_k",
+                "sources_top_k",
+                "fusion_candidates",
+                "min_relevance_en",
+                "min_relevance_id",
+            )
+        },
+        "tuning": {
+            "rrf_k": search.RRF_K,
+            "expansion_weight": search.EXPANSION_WEIGHT,
+            "coverage_weight": search.COVERAGE_WEIGHT,
+        },
     }
 
 
-def run_single(cfg: Config, output: Path) -> dict[str, Any]:
+def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "ranks"}
+
+
+def run_compare(split: str, output: Path) -> dict[str, Any]:
+    """The baseline and today's retriever on the same questions, end to end."""
     started = time.perf_counter()
-    on, off = load_questions()
+    on, off = load_questions(split)
     embedder = make_embedder()
-    index = build_index(embedder, cfg.chunk_max_chars, cfg.overlap)
-    metrics = asyncio.run(evaluate_real(index, embedder, cfg, on, off))
+    enriched = build_index(embedder, enriched=True)
+    plain = build_index(embedder, enriched=False)
+    top_k, sources_k = _default("retrieval_top_k"), _default("sources_top_k")
+    runs = {
+        "before (issue #2 retriever, plain index)": Baseline(embedder, plain.store, top_k, sources_k),
+        "now (hybrid retriever, enriched index)": current(embedder, enriched),
+    }
+    results = {name: score(on, off, asyncio.run(ask_all(r, [*on, *off]))) for name, r in runs.items()}
+    base, now = results.values()
+    vs = paired(base, now)
     seconds = time.perf_counter() - started
-    print(f"{cfg.label()}: {index.chunks} chunks, ingested in {index.report.seconds:.1f}s\n")
-    print(table([(cfg.short(), metrics)], SHORT_HEADER))
-    print(f"\nmissed at 3: {', '.join(metrics['misses@3']) or 'none'}")
-    print(f"off-topic answered: {', '.join(metrics['offtopic_answered']) or 'none'}")
+    print(
+        f"split {split}: {len(on)} questions, {len(off)} off-topic; "
+        f"{enriched.chunks} chunks; hit@1 / hit@3 / MRR\n"
+    )
+    print(table(list(results.items())))
+    for name, m in results.items():
+        print(f"\n{name}: missed at 3: {', '.join(m['misses@3']) or 'none'}")
+        print(f"  off-topic answered: {', '.join(m['offtopic_answered']) or 'none'}")
+        print(f"  relevance en {m['relevance_en']}, id {m['relevance_id']}")
+    print(
+        "\nnow vs before: "
+        + "; ".join(f"{k} +{len(v['wins'])}/−{len(v['losses'])} (p={v['p']:.3g})" for k, v in vs.items())
+    )
     print(f"\n{seconds:.0f}s")
     payload = {
-        "mode": "single",
-        **_header(on, off),
-        "config": asdict(cfg),
-        "chunks": index.chunks,
-        "metrics": metrics,
+        "mode": "compare",
+        **_header(split, on, off),
+        "chunks": enriched.chunks,
+        "results": {name: _strip(m) for name, m in results.items()},
+        "now_vs_before": vs,
         "seconds": round(seconds, 1),
         "machine": machine_info(embedder),
     }
@@ -450,93 +650,79 @@ def run_single(cfg: Config, output: Path) -> dict[str, Any]:
     return payload
 
 
-def run_sweep(output: Path) -> dict[str, Any]:
+def run_sweep(split: str, output: Path) -> dict[str, Any]:
+    """The fusion grid, the ablations and the off-topic cut-offs, on `split` (dev)."""
     started = time.perf_counter()
-    on, off = load_questions()
-    embedder = make_embedder()
+    on, off = load_questions(split)
     questions = [*on, *off]
-    vectors = dict(zip([q.id for q in questions], embedder.embed([q.text for q in questions]), strict=True))
-    results: dict[Config, dict[str, Any]] = {}
-    ingestion: list[dict[str, Any]] = []
-    indexes: dict[tuple[int, int], Index] = {}
-    for size in GRID_CHUNK_MAX_CHARS:
-        for overlap in GRID_OVERLAP:
-            index = indexes[(size, overlap)] = build_index(embedder, size, overlap)
-            ingestion.append(
-                {
-                    "chunk_max_chars": size,
-                    "overlap": overlap,
-                    "chunks": index.chunks,
-                    "seconds": round(index.report.seconds, 1),
-                }
-            )
-            print(
-                f"ingested chunk_max_chars={size} overlap={overlap}: {index.chunks} chunks "
-                f"in {index.report.seconds:.1f}s",
-                file=sys.stderr,
-            )
-            results.update(evaluate_grid(index, embedder, vectors, on, off))
-    sweep_seconds = time.perf_counter() - started
+    embedder = make_embedder()
+    enriched = build_index(embedder, enriched=True)
+    plain = build_index(embedder, enriched=False)
+    empty_glossary = Glossary([])
 
-    picks = {"old defaults": OLD_DEFAULTS, "defaults": Config.defaults(), "top of grid": top_of_grid(results)}
-    real: dict[str, Any] = {}
-    done: dict[Config, str] = {}
-    for name, cfg in picks.items():
-        if cfg in done:
-            real[done[cfg]]["also"] = [*real[done[cfg]].get("also", []), name]
-            continue
-        done[cfg] = name
-        index = indexes.get((cfg.chunk_max_chars, cfg.overlap)) or build_index(
-            embedder, cfg.chunk_max_chars, cfg.overlap
+    def run(retriever: Any) -> dict[str, Any]:
+        return score(on, off, asyncio.run(ask_all(retriever, questions)))
+
+    grid: list[dict[str, Any]] = []
+    for rrf_k in GRID_RRF_K:
+        for weight in GRID_EXPANSION_WEIGHT:
+            for candidates in GRID_CANDIDATES:
+                tuning = {"rrf_k": rrf_k, "expansion_weight": weight, "candidates": candidates}
+                m = run(current(embedder, enriched, **dict(tuning)))
+                grid.append({"tuning": tuning, "metrics": _strip(m)})
+                print(f"{tuning}: {_line(m)}", file=sys.stderr, flush=True)
+
+    no_lexical = with_analyzer(enriched, None)
+    # Ranking only: the off-topic cut-off needs the parts the ablations take away (coverage needs BM25's
+    # index, the Indonesian English view needs the glossary), so it is off in these rows.
+    no_cutoff = {"en": 0.0, "id": 0.0}
+    ablations = {
+        "before (issue #2 retriever, plain index)": Baseline(
+            embedder, plain.store, _default("retrieval_top_k"), _default("sources_top_k")
+        ),
+        "now, ranking only": current(embedder, enriched, min_relevance=no_cutoff),
+        "on the plain index (no bilingual front matter)": current(embedder, plain, min_relevance=no_cutoff),
+        "without the glossary (no gloss vector, no expansion)": current(
+            embedder, enriched, empty_glossary, min_relevance=no_cutoff
+        ),
+        "without BM25 (dense question + gloss)": current(embedder, no_lexical, min_relevance=no_cutoff),
+        "dense question only (no glossary, no BM25)": current(
+            embedder, no_lexical, empty_glossary, min_relevance=no_cutoff
+        ),
+    }
+    for name, analyze in ANALYZERS.items():
+        ablations[f"BM25 terms: {name}"] = current(
+            embedder, with_analyzer(enriched, analyze), min_relevance=no_cutoff
         )
-        metrics = asyncio.run(evaluate_real(index, embedder, cfg, on, off))
-        real[name] = {
-            "config": asdict(cfg),
-            "metrics": metrics,
-            "matches_sweep": cfg not in results or all(metrics[k] == results[cfg][k] for k in COMPARED),
-        }
-    base = real["old defaults"]["metrics"]
-    current = next(r for n, r in real.items() if "defaults" in [n, *r.get("also", [])])["metrics"]
-    for r in real.values():
-        r["vs_old_defaults"] = paired(base, r["metrics"])
-        r["vs_defaults"] = paired(current, r["metrics"])
-    total_seconds = time.perf_counter() - started
+    ablation_results = {name: run(r) for name, r in ablations.items()}
 
-    rows = sorted(results.items(), key=lambda kv: kv[0])
-    print("## Sweep (grid through Retriever.rerank and Retriever.group)\n")
-    print(table([(c.short(), m) for c, m in rows], SHORT_HEADER))
-    print("\n## End to end (Retriever.retrieve)\n")
-    named = [(" = ".join([n, *r.get("also", [])]), r) for n, r in real.items()]
-    print(table([(f"{n}: {Config(**r['config']).short()}", r["metrics"]) for n, r in named], SHORT_HEADER))
-    for n, r in named:
-        m = r["metrics"]
+    cutoffs = []
+    for weight in GRID_COVERAGE_WEIGHT:
+        m = run(current(embedder, enriched, coverage_weight=weight, min_relevance={"en": 0.0, "id": 0.0}))
+        cutoffs.append(
+            {"coverage_weight": weight, **{f"relevance_{lang}": m[f"relevance_{lang}"] for lang in LANGUAGES}}
+        )
+    seconds = time.perf_counter() - started
+
+    print("\n## Ablations (hit@1 / hit@3 / MRR)\n")
+    print(table(list(ablation_results.items())))
+    print("\n## Off-topic cut-off: relevance per language (on-topic lowest / off-topic highest)\n")
+    for c in cutoffs:
         print(
-            f"\n{n}: missed at 3: {', '.join(m['misses@3']) or 'none'}; "
-            f"off-topic answered: {', '.join(m['offtopic_answered']) or 'none'}; "
-            f"matches the sweep: {r['matches_sweep']}; "
-            f"vs old defaults: {_describe_pairs(r['vs_old_defaults'])}; "
-            f"vs defaults: {_describe_pairs(r['vs_defaults'])}"
+            f"coverage weight {c['coverage_weight']}: "
+            + "; ".join(
+                f"{lang} {c[f'relevance_{lang}']['on_topic_min']} / {c[f'relevance_{lang}']['off_topic_max']}"
+                for lang in LANGUAGES
+            )
         )
-    print(f"\nsweep {sweep_seconds:.0f}s, total {total_seconds:.0f}s ({embedder.embedded} texts embedded)")
-
+    print(f"\n{seconds:.0f}s ({embedder.embedded} texts embedded)")
     payload = {
         "mode": "sweep",
-        **_header(on, off),
-        "grid": {
-            "chunk_max_chars": GRID_CHUNK_MAX_CHARS,
-            "overlap": GRID_OVERLAP,
-            "top_k": GRID_TOP_K,
-            "min_similarity": GRID_MIN_SIMILARITY,
-            "lexical_weight": GRID_LEXICAL_WEIGHT,
-        },
-        "ingestion": ingestion,
-        "results": [
-            {"config": asdict(c), "metrics": {k: v for k, v in m.items() if k != "ranks"}} for c, m in rows
-        ],
-        "end_to_end": real,
-        "sweep_seconds": round(sweep_seconds, 1),
-        "total_seconds": round(total_seconds, 1),
-        "texts_embedded": embedder.embedded,
+        **_header(split, on, off),
+        "grid": grid,
+        "ablations": {name: _strip(m) for name, m in ablation_results.items()},
+        "cutoffs": cutoffs,
+        "seconds": round(seconds, 1),
         "machine": machine_info(embedder),
     }
     _write(payload, output)
@@ -544,30 +730,27 @@ def run_sweep(output: Path) -> dict[str, Any]:
     return payload
 
 
+def _line(m: dict[str, Any]) -> str:
+    return (
+        " | ".join(f"{c} {_pct(m[c]['hit@3'])}/{m[c]['mrr']:.3f}" for c in ("overall", *DIRECTIONS))
+        + f" | h1 {_pct(m['overall']['hit@1'])}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    d = Config.defaults()
     parser = argparse.ArgumentParser(
         prog="python -m bench.retrieval_quality", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument("--chunk-max-chars", type=int, default=d.chunk_max_chars)
-    parser.add_argument("--overlap", type=int, default=d.overlap)
-    parser.add_argument("--top-k", type=int, default=d.top_k)
-    parser.add_argument("--min-similarity", type=float, default=d.min_similarity)
+    parser.add_argument("--split", choices=("dev", "heldout", "all"), default="dev")
+    parser.add_argument("--sweep", action="store_true", help="the fusion grid, ablations and cut-offs")
     parser.add_argument(
-        "--lexical-weight", type=float, default=d.lexical_weight, help="the re-rank's weight; 0 turns it off"
-    )
-    parser.add_argument("--sweep", action="store_true", help="run the grid (ignores the options above)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        help=f"JSON results (default {SINGLE.relative_to(ROOT)}; with --sweep {RESULTS.relative_to(ROOT)})",
+        "--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})"
     )
     args = parser.parse_args(argv)
     if args.sweep:
-        run_sweep(args.output or RESULTS)
+        run_sweep(args.split, args.output)
     else:
-        cfg = Config(args.chunk_max_chars, args.overlap, args.top_k, args.min_similarity, args.lexical_weight)
-        run_single(cfg, args.output or SINGLE)
+        run_compare(args.split, args.output)
     return 0
 
 

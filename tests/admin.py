@@ -40,7 +40,7 @@ def token(
     sub: str = ADMIN_EMAIL, *, scope: str | None = "admin", ttl: int = 600, secret: str = ADMIN_SECRET
 ) -> str:
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl}
+    claims: dict[str, Any] = {"sub": sub, "aud": "zantara-rag", "iat": now, "exp": now + ttl}
     if scope is not None:
         claims["scope"] = scope
     return jwt.encode(claims, secret, algorithm="HS256")

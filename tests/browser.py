@@ -106,6 +106,11 @@ class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def guess_type(self, path: Any) -> str:
+        # A recorded chat stream saved as `<dir>/bali-zero/chat-stream` plays back as one (tests that need
+        # a response the real server can no longer send, such as a link it now refuses).
+        return "text/event-stream" if str(path).endswith("/chat-stream") else super().guess_type(path)
+
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
         super().end_headers()

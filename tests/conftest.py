@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.chroma_server import ChromaServer
+from tests.conversation_db import DATABASES, database_settings
 from tests.fakes.control import FakeAnthropic
 from tests.harness import KNOWLEDGE, ServerProcess, claude_env, ingest_template
+from tests.postgres_server import PostgresServer
+from tests.redis_server import RedisServer
+from zantara_rag.conversations.database import create_engine, migrate
+from zantara_rag.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,6 +31,8 @@ PROCESS_FIXTURES = frozenset(
         "chroma_server",
         "mini_claude_server",
         "secured_server",
+        "postgres_server",
+        "redis_server",
     }
 )
 
@@ -109,3 +117,34 @@ def secured_server(
     env = secured_env(fake_claude.base_url, team_file(tmp_path_factory.mktemp("team")))
     with ServerProcess(mini_kb_template, AUTO_INGEST="false", **env) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (Debian's), in a throwaway cluster; each test makes its own database."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real `redis-server` (Debian's) on a free loopback port."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(params=DATABASES)
+def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """An empty database: a SQLite file (fast layer) or a new database on the PostgreSQL server (slow)."""
+    return database_settings(request, tmp_path)
+
+
+@pytest.fixture
+async def engine(db_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The engine of `db_settings`, migrated to the newest schema."""
+    engine = create_engine(db_settings)
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

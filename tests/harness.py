@@ -20,8 +20,13 @@ from typing import Any
 
 import httpx
 
+from zantara_rag.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 KNOWLEDGE = ROOT / "apps" / "knowledge"
+# The models a server uses when the test does not choose (tests/test_models.py says which generation).
+DEFAULT_MODEL = str(Settings.model_fields["anthropic_model"].default)
+DEFAULT_FALLBACK = str(Settings.model_fields["anthropic_fallback_model"].default)
 
 
 def free_port() -> int:
@@ -55,6 +60,9 @@ def base_env(**overrides: Any) -> dict[str, str]:
             "MAX_CONCURRENT_STREAMS": "0",
             "DAILY_TOKEN_BUDGET": "0",
             "DAILY_TOKEN_BUDGET_PER_CLIENT": "0",
+            # Faults enqueued by one test must not open a circuit breaker for the next: off unless a test
+            # sets it (tests/test_faults.py).
+            "UPSTREAM_BREAKER_FAILURES": "0",
         }
     )
     env.update({k: str(v) for k, v in overrides.items() if v is not None})
@@ -66,7 +74,6 @@ def claude_env(base_url: str) -> dict[str, str]:
     return {
         "ANTHROPIC_API_KEY": "sk-ant-test-SECRET-0123456789",
         "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_FALLBACK_MODEL": "claude-sonnet-4-6",
         "UPSTREAM_RETRY_AFTER_CAP": "0.2",
         "UPSTREAM_FIRST_TOKEN_TIMEOUT": "2",
         "UPSTREAM_IDLE_TIMEOUT": "2",

@@ -17,6 +17,7 @@ from tests.sse import CHAT, SSE
 AUTH_SECRET = "test-auth-secret-0123456789abcdef-CURRENT"
 AUTH_SECRET_PREVIOUS = "test-auth-secret-0123456789abcdef-PREVIOUS"
 API_KEY = "sk-ant-test-SECRET-0123456789"
+LOG_HASH_KEY = "test-log-hash-key-SECRET-0123456789abcdef"
 MEMBER_EMAIL = "made.wijaya@balizero.com"
 MEMBER_NAME = "Made"
 # A few documents are enough where a test needs retrieval rather than coverage (ingesting all takes minutes).
@@ -41,6 +42,8 @@ def secured_env(fake_base_url: str, team: Path) -> dict[str, str]:
         AUTH_SECRET_PREVIOUS=AUTH_SECRET_PREVIOUS,
         TEAM_DIRECTORY=str(team),
         LOG_LEVEL="debug",
+        # Conversations belong to a keyed hash of the token's subject: the service needs a stable key.
+        LOG_HASH_KEY=LOG_HASH_KEY,
     )
     return env
 

@@ -19,6 +19,16 @@ class EventsView:
     events: list[dict[str, Any]]
 
     @property
+    def spans(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The answer cut where `citations` start a new span: (text, citations) in order, as a UI keeps it."""
+        spans: list[tuple[str, list[dict[str, Any]]]] = []
+        for t in self.texts:
+            if "citations" in t or not spans:
+                spans.append(("", t.get("citations", [])))
+            spans[-1] = (spans[-1][0] + t["text"], spans[-1][1])
+        return spans
+
+    @property
     def texts(self) -> list[dict[str, Any]]:
         return [e for e in self.events if "text" in e]
 
@@ -101,8 +111,10 @@ def assert_contract(got: Received, *, expect_error: str | None = None) -> None:
     texts = got.texts
     assert [t["sequenceNumber"] for t in texts] == list(range(1, len(texts) + 1))
     for t in texts:
-        assert set(t) == {"text", "sequenceNumber", "timestamp"}
+        assert set(t) - {"citations"} == {"text", "sequenceNumber", "timestamp"}
         assert isinstance(t["text"], str) and isinstance(t["timestamp"], float)
+        for cite in t.get("citations", []):  # optional: a new span of the answer starts here
+            assert set(cite) == {"source", "citedText"} and cite["source"] >= 1 and cite["citedText"]
     assert last["sequenceNumber"] == len(texts)
     if expect_error is not None:
         assert last["code"] == expect_error
@@ -119,3 +131,7 @@ def assert_contract(got: Received, *, expect_error: str | None = None) -> None:
         assert isinstance(s["source"], str) and s["source"]
         assert isinstance(s["snippet"], str) and len(s["snippet"]) <= 240
         assert 0.0 <= s["similarity"] <= 1.0
+        assert "cited" not in s or (s["cited"] and all(isinstance(c, str) and c for c in s["cited"]))
+    # Each citation names a source of the list ([n] numbering), which lists the span it cited.
+    for cite in (c for t in texts for c in t.get("citations", [])):
+        assert cite["citedText"] in sources[cite["source"] - 1]["cited"], cite

@@ -6,19 +6,22 @@ which is what the server sees as the TCP peer. Counts and waits are small and bo
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess, claude_env
-from tests.security import Reply, ask_plain, ask_sse, peer
+from tests.harness import DEFAULT_MODEL, ServerProcess, claude_env
+from tests.security import AUTH_SECRET, Reply, ask_plain, ask_sse, peer
 from tests.sse import CHAT, SSE
+from tests.streaming import metrics, wait_settled
 
 pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
 
@@ -223,9 +226,164 @@ def test_a_spent_global_budget_answers_extractively(behind_fly: ServerProcess, c
     with httpx.Client(base_url=behind_fly.url, timeout=30) as client:
         first = ask_sse(client, headers={"Fly-Client-IP": "203.0.113.50"})
         later = [ask_sse(client, headers={"Fly-Client-IP": f"203.0.113.{n}"}) for n in (50, 51)]
-    assert first.last["model"] == "claude-haiku-4-5"
+    assert first.last["model"] == DEFAULT_MODEL
     for reply in later:
         assert reply.last["model"] == "extractive" and reply.last["degraded"] is True
         assert "usage" not in reply.last and "code" not in reply.last
         assert "extractive summary" in "".join(p.get("text", "") for p in reply.payloads)
     assert len(claude.requests()) == 1, "past the global budget no client's question reaches Claude"
+
+
+# --- caps bound the work: live answers (grace window included), resumes, refusals
+
+
+@pytest.fixture(scope="module")
+def held(mini_kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProcess]:
+    """Answers keep generating for 30 s after their reader leaves; one live answer per client, three
+    streams in the hub, four questions or resumes per minute."""
+    env = claude_env(fake_claude.base_url) | {
+        "UPSTREAM_FIRST_TOKEN_TIMEOUT": "30",
+        "RESUME_GRACE_SECONDS": "30",
+        "MAX_STREAMS_PER_CLIENT": 1,
+        "RESUME_MAX_STREAMS": 3,
+        "RATE_LIMIT_PER_MINUTE": 4,
+    }
+    with ServerProcess(mini_kb_template, AUTO_INGEST="false", **env) as server:
+        yield server
+
+
+def open_and_drop(client: httpx.Client) -> int:
+    """Ask and leave as soon as the response starts: 200 (an answer was started) or 429 (refused)."""
+    with client.stream("GET", CHAT, params={"query": "KITAS?"}) as response:
+        return response.status_code
+
+
+def gauge(server: ServerProcess, name: str) -> float:
+    return metrics(server)[name]
+
+
+def test_an_answer_left_generating_keeps_its_slot(held: ServerProcess, claude: FakeAnthropic) -> None:
+    claude.set_default(first_token_delay_ms=8000, chunks=["late"])
+    with peer(held.url, "127.0.0.71") as client:
+        statuses = [open_and_drop(client) for _ in range(5)]
+    live = gauge(held, "zantara_streams_active")
+    print(f"\n[open-and-drop x5, MAX_STREAMS_PER_CLIENT=1] answers generating: {live:.0f}")
+    assert live == 1 and len(claude.requests()) == 1
+    assert statuses == [200, 429, 429, 429, 429]
+    wait_settled(held, claude, timeout=30)
+
+
+def test_the_hub_bounds_live_answers_whatever_the_other_caps(
+    held: ServerProcess, claude: FakeAnthropic
+) -> None:
+    # MAX_CONCURRENT_STREAMS is off (the harness's default): RESUME_MAX_STREAMS=3 still bounds live ones.
+    claude.set_default(first_token_delay_ms=8000, chunks=["late"])
+    before = refusals(held).get("server_streams", 0)
+    for n in (72, 73, 74):
+        with peer(held.url, f"127.0.0.{n}") as client:
+            assert open_and_drop(client) == 200
+    with peer(held.url, "127.0.0.75") as client:
+        fourth = ask_sse(client)
+    assert gauge(held, "zantara_streams_active") == 3 and len(claude.requests()) == 3
+    assert_refused(fourth.last)
+    assert refusals(held)["server_streams"] == before + 1
+    wait_settled(held, claude, timeout=30)
+
+
+def test_a_resume_counts_in_the_per_minute_window(held: ServerProcess, claude: FakeAnthropic) -> None:
+    claude.set_default(chunks=[f"w{i} " for i in range(400)], delay_ms=50)
+    with peer(held.url, "127.0.0.76") as client:
+        with client.stream("GET", CHAT, params={"query": "KITAS?"}, headers=SSE) as response:
+            first_id = next(line[4:] for line in response.iter_lines() if line.startswith("id: "))
+        # One question and three resumes fill the window of four; the fifth touch is refused.
+        codes = []
+        for _ in range(4):
+            with client.stream("GET", CHAT, headers={**SSE, "Last-Event-ID": first_id}) as response:
+                data = next(line for line in response.iter_lines() if line.startswith("data: "))
+                codes.append(json.loads(data[6:]).get("code"))
+    assert codes == [None, None, None, "rate_limited"]
+    assert len(claude.requests()) == 1
+    wait_settled(held, claude, timeout=60)
+
+
+def test_a_refusal_is_not_kept_yet_its_reconnect_gets_204(held: ServerProcess, claude: FakeAnthropic) -> None:
+    with peer(held.url, "127.0.0.77") as client:
+        refusal = ask_sse(client, "")
+        other = ask_sse(client, "   ")
+        assert refusal.last["code"] == other.last["code"] == "invalid_query"
+        assert refusal.events[0].id == other.events[0].id, "every refusal has the one refusal id"
+        # RESUME_MAX_STREAMS=3: more answers than the hub keeps, all after the refusal.
+        for n in (78, 79, 80, 81):
+            with peer(held.url, f"127.0.0.{n}") as answering:
+                assert "code" not in ask_sse(answering).last
+        again = client.get(CHAT, headers={**SSE, "Last-Event-ID": refusal.events[0].id})
+    assert again.status_code == 204
+    wait_settled(held, claude, timeout=30)
+
+
+# --- with authentication, the subject is the client
+
+
+@pytest.fixture(scope="module")
+def authenticated(mini_kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProcess]:
+    env = claude_env(fake_claude.base_url) | {
+        "AUTH_SECRET": AUTH_SECRET,
+        "RATE_LIMIT_PER_MINUTE": 2,
+        "DAILY_TOKEN_BUDGET_PER_CLIENT": BUDGET,
+        "BUDGET_EXHAUSTED_MODE": "error",
+    }
+    with ServerProcess(mini_kb_template, AUTO_INGEST="false", **env) as server:
+        yield server
+
+
+def bearer(sub: str) -> str:
+    now = int(time.time())
+    claims = {"sub": sub, "aud": "zantara-rag", "iat": now, "exp": now + 300}
+    return jwt.encode(claims, AUTH_SECRET, algorithm="HS256")
+
+
+def test_with_tokens_limits_follow_the_subject_not_the_address(
+    authenticated: ServerProcess, claude: FakeAnthropic
+) -> None:
+    alice, bob = bearer("alice@example.com"), bearer("bob@example.com")
+    with peer(authenticated.url, "127.0.0.91") as here, peer(authenticated.url, "127.0.0.92") as there:
+        codes = [
+            ask_sse(here, access_token=alice).last.get("code"),
+            ask_sse(there, access_token=alice).last.get("code"),
+            ask_sse(there, access_token=alice).last.get("code"),  # a new address buys no new window
+            ask_sse(here, access_token=bob).last.get("code"),  # the same address is another user
+        ]
+        claude.enqueue(BIG_ANSWER)
+        spent = ask_sse(here, access_token=bearer("carol@example.com"))
+        broke = ask_sse(there, access_token=bearer("carol@example.com"))
+    assert codes == [None, None, "rate_limited", None]
+    assert spent.last["usage"]["inputTokens"] == BIG_ANSWER["input_tokens"]
+    assert broke.last["code"] == "budget_exhausted", "the budget is the user's, from any address"
+
+
+# --- IPv6 budgets per /48
+
+
+@pytest.fixture(scope="module")
+def fly_budgets(mini_kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProcess]:
+    env = claude_env(fake_claude.base_url) | {
+        "TRUST_PROXY_HEADERS": "true",
+        "DAILY_TOKEN_BUDGET_PER_CLIENT": BUDGET,
+        "BUDGET_EXHAUSTED_MODE": "error",
+    }
+    with ServerProcess(mini_kb_template, AUTO_INGEST="false", **env) as server:
+        yield server
+
+
+def test_an_ipv6_budget_covers_the_whole_48(fly_budgets: ServerProcess, claude: FakeAnthropic) -> None:
+    claude.enqueue(BIG_ANSWER)
+    with httpx.Client(base_url=fly_budgets.url, timeout=30) as client:
+
+        def code(ip: str) -> object:
+            return ask_sse(client, headers={"Fly-Client-IP": ip}).last.get("code")
+
+        assert code("2001:db8:5:1::1") is None  # spends the budget
+        # Rotating to another /64 of the same /48 (a provider hands out many) is the same client.
+        assert code("2001:db8:5:2::1") == "budget_exhausted"
+        assert code("2001:db8:5:ffff::1") == "budget_exhausted"
+        assert code("2001:db8:6:1::1") is None  # another /48

@@ -54,7 +54,9 @@ async def running(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.Asyn
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async for pair in running(settings_for(tmp_path, admin_max_upload_bytes=400_000, admin_max_pdf_pages=30)):
+    async for pair in running(
+        settings_for(tmp_path, admin_max_upload_bytes=400_000, ingest_max_pdf_pages=30)
+    ):
         yield pair
 
 
@@ -155,7 +157,7 @@ async def test_an_upload_is_listed_and_retrieved_then_deleted_and_not_retrieved(
     assert entry["id"] == doc["id"] and entry["title"] == "Quokka permit" and entry["language"] == "en"
     assert entry["chunks"] == doc["chunks"] and entry["bytes"] == len(QUOKKA.encode())
     assert entry["updated"].endswith("Z") and entry["updated"][:4].isdigit()
-    assert listed["limits"] == {"maxUploadBytes": 400_000, "maxPdfPages": 30}
+    assert listed["limits"] == {"maxUploadBytes": 400_000, "maxFileBytes": 20_000_000, "maxPdfPages": 30}
 
     gone = await client.delete(f"{DOCS}/uploads/quokka-permit.md", headers=bearer())
     assert gone.status_code == 204 and gone.content == b""
@@ -320,7 +322,7 @@ async def test_changes_are_logged_with_a_hashed_actor_and_counted(
     lines = [r for r in caplog.records if r.getMessage() == "knowledge change"]
     fields = [r.fields for r in lines]  # type: ignore[attr-defined]
     assert [f["action"] for f in fields] == ["added", "unchanged", "deleted"]
-    actor = app.state.services.email_hash("ops@balizero.com")
+    actor = app.state.services.hashes("ops@balizero.com")
     assert all(f["actor"] == actor and f["document"] == "uploads/quokka.md" for f in fields)
     text = json.dumps(fields)
     assert "ops@balizero.com" not in text and "4,321" not in text and "Quokka permit" not in text

@@ -1,5 +1,6 @@
 """The answer chain in-process (`Answerer` + `Claude` + the real SDK from `make_client`) against the fake
-Claude server: the normal answer, retry, fallback model, fatal errors, no key, a failure after some text."""
+Claude server: the normal answer and its citations, retry, fallback model, errors that need an operator, no
+key, a failure after some text continued on every generation of model, the circuit breaker."""
 
 from __future__ import annotations
 
@@ -10,11 +11,20 @@ import pytest
 
 from tests.fakes.anthropic_server import default_answer
 from tests.fakes.control import FakeAnthropic
-from zantara_rag.domain import EXTRACTIVE, AnswerMeta, ChatRequest, Passage, chunk_text
+from zantara_rag.domain import (
+    EXTRACTIVE,
+    AnswerMeta,
+    AnswerPiece,
+    ChatRequest,
+    Citation,
+    Passage,
+    Span,
+    chunk_text,
+)
 from zantara_rag.errors import UpstreamInterrupted
 from zantara_rag.generation.answerer import Answerer
 from zantara_rag.generation.claude import Claude, make_client
-from zantara_rag.generation.extractive import LABEL_EN
+from zantara_rag.generation.extractive import LABEL_EN, compose, compose_spans
 from zantara_rag.generation.prompt import build_messages
 from zantara_rag.settings import Settings
 
@@ -78,7 +88,12 @@ async def answerer(claude: FakeAnthropic) -> AsyncIterator[Answerer]:
 
 
 async def collect(answerer: Answerer, meta: AnswerMeta) -> list[str]:
-    return [delta async for delta in answerer.answer(QUESTION, PASSAGES, None, meta)]
+    """The answer's text deltas (its `Span`s left out)."""
+    return [piece for piece in await collect_pieces(answerer, meta) if isinstance(piece, str)]
+
+
+async def collect_pieces(answerer: Answerer, meta: AnswerMeta | None = None) -> list[AnswerPiece]:
+    return [piece async for piece in answerer.answer(QUESTION, PASSAGES, None, meta or AnswerMeta())]
 
 
 def test_the_default_grounded_answer_cites_the_first_passage() -> None:
@@ -200,3 +215,88 @@ async def test_when_the_continuation_fails_too_the_text_sent_stands_and_the_stre
 
     assert deltas == ["According ", "to "]
     assert len(claude.requests()) == 2
+
+
+# --- Claude's citations
+
+
+async def test_claudes_citations_become_spans_before_the_text_they_support(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    pieces = await collect_pieces(answerer)
+
+    sentence = "The test visa costs IDR 2,000,000 and lasts 60 days."
+    spans = [(i, p) for i, p in enumerate(pieces) if isinstance(p, Span)]
+    assert [span.citations for _, span in spans] == [
+        (Citation(1, sentence),),  # the claim from passage [1]...
+        (),  # ...then uncited text...
+        (Citation(2, "A local sponsor is required for every visit visa."),),  # ...then passage [2]
+    ]
+    claim_at = spans[0][0]
+    assert "".join(p for p in pieces[claim_at:] if isinstance(p, str)).startswith(sentence[:20])
+    assert "".join(p for p in pieces if isinstance(p, str)) == GROUNDED
+    # What Claude was sent: citations on every passage, each cut into sentence-sized blocks.
+    (request,) = claude.requests()
+    results = [b for b in request["body"]["messages"][-1]["content"] if b["type"] == "search_result"]
+    assert [r["title"] for r in results] == ["[1] Test visa", "[2] Sponsors"]
+    assert all(r["citations"] == {"enabled": True} for r in results)
+
+
+async def test_a_thinking_block_before_the_text_changes_nothing(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    claude.enqueue({"thinking": True})
+    pieces = await collect_pieces(answerer)
+    assert "".join(p for p in pieces if isinstance(p, str)) == GROUNDED
+    assert sum(isinstance(p, Span) for p in pieces) == 3
+
+
+async def test_citations_the_chain_cannot_place_are_dropped(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    out_of_range = {
+        "type": "search_result_location",
+        "cited_text": "Invented.",
+        "search_result_index": 5,  # there are two passages
+        "source": "kb/none.md",
+        "title": "[6] None",
+        "start_block_index": 0,
+        "end_block_index": 1,
+    }
+    char_location = {  # a document citation, not a search result's
+        "type": "char_location",
+        "cited_text": "Some text.",
+        "document_index": 0,
+        "document_title": None,
+        "start_char_index": 0,
+        "end_char_index": 10,
+    }
+    claude.enqueue(
+        {
+            "segments": [
+                {"text": "Plain. "},
+                {"text": "Placed.", "cite": [[1, 0, 1], out_of_range]},
+                {"text": " Unplaced.", "cite": [char_location]},
+            ]
+        }
+    )
+    pieces = await collect_pieces(answerer)
+    assert pieces == [
+        "Plain. ",
+        Span((Citation(2, "A local sponsor is required for every visit visa."),)),
+        "Placed.",
+        Span(),
+        " Unplaced.",
+    ]
+
+
+async def test_the_extractive_stream_is_the_composed_answer_with_a_span_per_quoted_line() -> None:
+    answerer = Answerer(settings("http://127.0.0.1:9", anthropic_api_key=None), None)
+    pieces = await collect_pieces(answerer)
+    spans = compose_spans(QUESTION.query, PASSAGES)
+    # Every character arrives, the label's blank line included.
+    assert "".join(p for p in pieces if isinstance(p, str)) == compose(QUESTION.query, PASSAGES)
+    assert [p for p in pieces if isinstance(p, Span)] == [Span(cites) for _, cites in spans[1:]]
+    assert spans[0] == (LABEL_EN + "\n\n", ())
+    for text, (citation,) in spans[1:]:
+        assert citation.cited_text in text and text.rstrip().endswith(f"[{citation.number}]")

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,17 +24,21 @@ from tests.security import (
     MEMBER_NAME,
     ask_plain,
     ask_sse,
+    team_file,
 )
+from tests.sse import CHAT, SSE
 from zantara_rag.errors import Unauthorized
-from zantara_rag.http.auth import mint_token, parse_ttl, verify_token
+from zantara_rag.http.auth import LEEWAY_SECONDS, MAX_TTL_SECONDS, mint_token, parse_ttl, verify_token
 from zantara_rag.settings import Settings
 
 SETTINGS = Settings(auth_secret=AUTH_SECRET, auth_secret_previous=AUTH_SECRET_PREVIOUS)
 
 
 def signed(secret: str, sub: str = "someone@example.com", ttl: int = 300, **claims: Any) -> str:
+    """A token as `zantara-rag token` mints it (any claim can be overridden, or dropped with None)."""
     now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl, **claims}, secret, algorithm="HS256")
+    body = {"sub": sub, "aud": "zantara-rag", "iat": now, "exp": now + ttl, **claims}
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, secret, algorithm="HS256")
 
 
 def unsigned(sub: str = "someone@example.com") -> str:
@@ -57,8 +62,20 @@ BAD_TOKENS = {
     "wrong-secret": lambda: signed("another-secret-of-at-least-32-bytes!!"),
     "tampered": lambda: tampered(signed(AUTH_SECRET)),
     "alg-none": unsigned,
-    "no-subject": lambda: jwt.encode({"exp": int(time.time()) + 60, "iat": int(time.time())}, AUTH_SECRET),
-    "no-expiry": lambda: jwt.encode({"sub": "x@example.com", "iat": int(time.time())}, AUTH_SECRET),
+    "no-subject": lambda: signed(AUTH_SECRET, sub=None),  # type: ignore[arg-type]
+    "no-expiry": lambda: signed(AUTH_SECRET, exp=None),
+    "no-issued-at": lambda: signed(AUTH_SECRET, iat=None),
+    "issued-in-the-future": lambda: signed(
+        AUTH_SECRET, iat=int(time.time()) + 3600, exp=int(time.time()) + 7200
+    ),
+    "hundred-years": lambda: signed(AUTH_SECRET, ttl=100 * 365 * 86400),
+    "hundred-years-no-audience": lambda: signed(AUTH_SECRET, ttl=100 * 365 * 86400, aud=None),
+    "thirty-days-and-a-second": lambda: signed(AUTH_SECRET, ttl=MAX_TTL_SECONDS + 1),
+    "no-audience": lambda: signed(AUTH_SECRET, aud=None),
+    "foreign-issuer-no-audience": lambda: signed(AUTH_SECRET, aud=None, iss="https://accounts.example"),
+    "another-audience": lambda: signed(AUTH_SECRET, aud="billing-service"),
+    "audience-list": lambda: signed(AUTH_SECRET, aud=["zantara-rag", "billing-service"]),
+    "expired-beyond-leeway": lambda: signed(AUTH_SECRET, ttl=-(LEEWAY_SECONDS + 5)),
     "garbage": lambda: "not.a.token",
     "empty": lambda: "",
 }
@@ -80,11 +97,31 @@ def test_parse_ttl_refuses_anything_else(text: str) -> None:
         parse_ttl(text)
 
 
-def test_a_minted_token_carries_subject_and_expiry() -> None:
+def test_a_minted_token_carries_subject_audience_and_expiry() -> None:
     token = mint_token(SETTINGS, "made.wijaya@balizero.com", 3600)
-    claims = jwt.decode(token, AUTH_SECRET, algorithms=["HS256"])
+    claims = jwt.decode(token, AUTH_SECRET, algorithms=["HS256"], audience="zantara-rag")
     assert claims["sub"] == "made.wijaya@balizero.com" and claims["exp"] - claims["iat"] == 3600
+    assert claims["aud"] == "zantara-rag"
     assert verify_token(SETTINGS, token).subject == "made.wijaya@balizero.com"
+    with pytest.raises(ValueError, match="lifetime"):
+        mint_token(SETTINGS, "someone@example.com", MAX_TTL_SECONDS + 1)
+
+
+def test_the_longest_lifetime_the_cli_mints_is_accepted() -> None:
+    assert verify_token(SETTINGS, signed(AUTH_SECRET, ttl=MAX_TTL_SECONDS)).subject == "someone@example.com"
+
+
+def test_the_audience_is_a_setting() -> None:
+    other = Settings(auth_secret=AUTH_SECRET, auth_audience="zantara-staging")
+    with pytest.raises(Unauthorized):
+        verify_token(other, signed(AUTH_SECRET))
+    assert verify_token(other, mint_token(other, "a@example.com", 60)).subject == "a@example.com"
+
+
+def test_scopes_come_from_the_scope_claim() -> None:
+    principal = verify_token(SETTINGS, signed(AUTH_SECRET, scope="chat admin"))
+    assert principal.scopes == {"chat", "admin"}
+    assert verify_token(SETTINGS, signed(AUTH_SECRET)).scopes == frozenset()
 
 
 def test_tokens_of_the_previous_secret_stay_valid_during_a_rotation() -> None:
@@ -107,6 +144,21 @@ def test_bad_tokens_are_refused(kind: str) -> None:
 def test_a_short_secret_refuses_to_boot(secret: str) -> None:
     with pytest.raises(ValidationError, match="at least 32 bytes"):
         Settings(auth_secret=secret)
+
+
+def test_a_team_directory_without_authentication_refuses_to_boot(tmp_path: Path) -> None:
+    # Without tokens, `user_email=<a staff address>` would be told to the model as that staff member.
+    team = team_file(tmp_path)
+    with pytest.raises(ValidationError, match="TEAM_DIRECTORY needs AUTH_SECRET"):
+        Settings(team_directory=team)
+    assert Settings(team_directory=team, auth_secret=AUTH_SECRET).team_directory == team
+
+
+@pytest.mark.slow  # starts the CLI as a subprocess
+def test_serve_with_a_team_directory_and_no_secret_exits_2(tmp_path: Path) -> None:
+    out = run_cli("serve", TEAM_DIRECTORY=str(team_file(tmp_path)))
+    assert out.returncode == 2 and "TEAM_DIRECTORY needs AUTH_SECRET" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 @pytest.mark.slow  # starts the CLI as a subprocess
@@ -137,7 +189,7 @@ def test_cli_token_prints_a_token_the_server_accepts() -> None:
     out = run_cli("token", "--sub", MEMBER_EMAIL, "--ttl", "15m", AUTH_SECRET=AUTH_SECRET)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
-    claims = jwt.decode(token, AUTH_SECRET, algorithms=["HS256"])
+    claims = jwt.decode(token, AUTH_SECRET, algorithms=["HS256"], audience="zantara-rag")
     assert claims["sub"] == MEMBER_EMAIL and claims["exp"] - claims["iat"] == 900
     assert abs(claims["iat"] - time.time()) < 60
 
@@ -171,6 +223,16 @@ def test_without_a_token_chat_is_refused(secured_server: ServerProcess, claude: 
     assert plain.headers["www-authenticate"] == "Bearer"
     assert health.status_code == 200, "only chat needs a token"
     assert claude.requests() == []
+
+
+def test_the_reconnect_after_an_unauthorized_event_gets_204(secured_server: ServerProcess) -> None:
+    # The refusal is not kept; its id alone says the client has its only event, token or not, so an
+    # EventSource that does not close on the error is not brought back every few seconds forever.
+    with httpx.Client(base_url=secured_server.url, timeout=30) as client:
+        refused = ask_sse(client)
+        again = client.get(CHAT, headers={**SSE, "Last-Event-ID": refused.events[0].id})
+    assert refused.last["code"] == "unauthorized"
+    assert again.status_code == 204 and again.content == b""
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_TOKENS))

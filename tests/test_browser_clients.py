@@ -166,7 +166,59 @@ def test_test_page_served_by_the_app_shows_a_complete_answer(
 
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         page.click("#toggle-log")
+        page.click("#claims summary >> nth=0")  # one claim expanded to the passage behind it
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def cited_segments(state: dict[str, Any]) -> tuple[list[dict[str, Any]], str, int]:
+    """The answer's cited spans as the page kept them, checked against the sources they name; with the first
+    claim's first cited passage and its source number."""
+    segments = state["segments"]
+    assert "".join(s["text"] for s in segments) == state["answer"]
+    cited = [s for s in segments if s["citations"]]
+    assert cited, "the answer cites nothing"
+    for segment in cited:
+        for citation in segment["citations"]:
+            assert citation["citedText"] in state["sources"][citation["source"] - 1]["cited"]
+    first = cited[0]["citations"][0]
+    return cited, first["citedText"].strip(), first["source"]
+
+
+def test_test_page_shows_the_passage_behind_each_claim(page: Any, server: ServerProcess) -> None:
+    page.goto(server.url + "/sse-test")
+    cited, passage, n = cited_segments(ask_on_test_page(page))
+
+    claims = page.locator("#claims details.claim")
+    assert claims.count() == len(cited)
+    assert claims.first.locator(".claim-cited").is_hidden()
+    claims.first.locator("summary").click()  # expand
+    assert claims.first.locator(".claim-cited").first.is_visible()
+    assert passage in claims.first.locator(".claim-cited").first.inner_text()
+    assert page.inner_text("#claims summary >> nth=0") in cited[0]["text"].replace("**", "")
+    # Hovering [n] in the answer shows what of source n was cited; the source lists it too.
+    assert passage in (page.locator(f"#answer a.cite[data-source='{n}']").first.get_attribute("title") or "")
+    assert passage in page.inner_text(f"#source-{n} .src-cited")
+
+
+@pytest.mark.parametrize("framework", ["react", "vue"])
+def test_framework_demo_shows_the_passage_behind_a_claim(
+    page: Any, server: ServerProcess, page_origin: StaticServer, problems: list[str], framework: str
+) -> None:
+    page.goto(demo_url(page_origin, f"{framework}/index.html", server.url))
+    cited, passage, n = cited_segments(snapshot(page))
+
+    marks = page.locator("#answer mark.claim")
+    assert marks.count() == len(cited)
+    assert marks.first.inner_text() == cited[0]["text"]
+    assert passage in (marks.first.get_attribute("title") or "")  # on hover
+    assert page.locator(".claim-cited").count() == 0
+    marks.first.click()  # expand
+    note = page.locator(".claim-cited").first
+    assert note.is_visible() and passage in note.inner_text()
+    assert f"[{n}]" in note.inner_text()
+    marks.first.click()
+    assert page.locator(".claim-cited").count() == 0
+    assert problems == []
 
 
 def test_test_page_follow_up_sends_the_conversation_history(page: Any, server: ServerProcess) -> None:

@@ -9,14 +9,16 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess, claude_env
+from tests.harness import DEFAULT_MODEL, ServerProcess, claude_env
 from tests.sse import CHAT, SSE, ask, assert_contract
 
 pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
@@ -184,11 +186,11 @@ def test_claude_answer_carries_passages_history_and_model(
         claude_server.url, "What does an investor KITAS require?", conversation_history=json.dumps(history)
     )
     assert_contract(got)
-    assert got.last["model"] == "claude-haiku-4-5" and got.last["degraded"] is False
+    assert got.last["model"] == DEFAULT_MODEL and got.last["degraded"] is False
     assert got.last["usage"]["inputTokens"] > 0 and got.last["usage"]["outputTokens"] > 0
     (request,) = claude.requests()
     body = request["body"]
-    assert body["model"] == "claude-haiku-4-5" and body["stream"] is True
+    assert body["model"] == DEFAULT_MODEL and body["stream"] is True
     assert (
         request["headers"].get("authorization") == "Bearer sk-ant-test-SECRET-0123456789"
         or request["headers"].get("x-api-key") == "sk-ant-test-SECRET-0123456789"
@@ -206,6 +208,27 @@ def test_claude_answer_carries_passages_history_and_model(
     assert "Zantara" in system and results[0]["content"][0]["text"][:60] not in system
     # The fake grounds its answer in the first passage: that text reached the client intact.
     assert got.answer.startswith(f"According to {titles[0]} [1]")
+
+
+def test_claudes_citations_reach_the_client_with_the_numbering_of_the_sources(
+    claude_server: ServerProcess, claude: FakeAnthropic
+) -> None:
+    got = ask(claude_server.url, "What does an investor KITAS require?")
+    assert_contract(got)  # which also checks each citation against the source it names
+    results = [
+        b for b in claude.requests()[0]["body"]["messages"][-1]["content"] if b["type"] == "search_result"
+    ]
+    assert all(r["citations"] == {"enabled": True} and len(r["content"]) > 1 for r in results)  # sentences
+    spans = got.spans
+    cited = [(text, cites) for text, cites in spans if cites]
+    # The fake cites the first sentence block of passages [1] and [2], as the API would.
+    assert [c["source"] for _, cites in cited for c in cites] == [1, 2]
+    first_sentence = results[0]["content"][0]["text"]
+    assert cited[0][1][0]["citedText"] == first_sentence
+    assert got.sources[0]["cited"] == [first_sentence] and got.sources[1]["cited"]
+    assert all("cited" not in source for source in got.sources[2:])  # not cited: no key
+    assert "".join(text for text, _ in spans) == got.answer
+    assert cited[0][0].strip() == first_sentence[:100].strip()  # the claim: the text the citation opened
 
 
 @pytest.mark.parametrize(
@@ -237,21 +260,54 @@ def test_lone_surrogates_and_controls_become_valid_utf8(
     assert request["body"]["messages"][-1]["content"][-1]["text"] == "Question: hello [31mKITAS"
 
 
-def test_personalised_from_team_directory_without_logging_the_address(
+def test_a_citation_with_a_lone_surrogate_becomes_valid_utf8(
+    claude_server: ServerProcess, claude: FakeAnthropic
+) -> None:
+    broken = {
+        "type": "search_result_location",
+        "cited_text": "fee \ud83d end",  # half an emoji, as a broken upstream could send
+        "search_result_index": 0,
+        "source": "kb",
+        "title": "[1] KB",
+        "start_block_index": 0,
+        "end_block_index": 1,
+    }
+    claude.enqueue({"segments": [{"text": "The fee.", "cite": [broken]}]})
+    got = ask(claude_server.url, "Tell me about the investor KITAS")
+    assert_contract(got)
+    assert got.texts[0]["citations"] == [{"source": 1, "citedText": "fee \ufffd end"}]
+    assert got.sources[0]["cited"] == ["fee \ufffd end"]
+
+
+def test_personalised_from_a_verified_token_without_logging_the_address(
     store: dict[str, Any], fake_claude: FakeAnthropic, tmp_path
 ) -> None:
     directory = tmp_path / "team.json"
     directory.write_text(json.dumps({"made.wijaya@balizero.com": {"name": "Made", "language": "Indonesian"}}))
     fake_claude.reset()
+    secret = "contract-test-auth-secret-0123456789abcdef"
+
+    def token(sub: str) -> str:
+        now = int(time.time())
+        claims = {"sub": sub, "aud": "zantara-rag", "iat": now, "exp": now + 300}
+        return jwt.encode(claims, secret, algorithm="HS256")
+
     with ServerProcess(
         **store,
         ANTHROPIC_API_KEY="sk-ant-test-key",
         ANTHROPIC_BASE_URL=fake_claude.base_url,
         TEAM_DIRECTORY=directory,
+        AUTH_SECRET=secret,
     ) as server:
-        got = ask(server.url, "What is KITAP?", user_email="Made.Wijaya@balizero.com")
+        got = ask(server.url, "What is KITAP?", access_token=token("Made.Wijaya@balizero.com"))
         assert_contract(got)
-        other = ask(server.url, "What is KITAP?", user_email="someone@example.com")
+        # A claimed address is not who asks: only the token's subject personalises.
+        other = ask(
+            server.url,
+            "What is KITAP?",
+            access_token=token("someone@example.com"),
+            user_email="made.wijaya@balizero.com",
+        )
         assert_contract(other)
         first, second = fake_claude.requests()
         system = " ".join(b["text"] for b in first["body"]["system"])

@@ -98,7 +98,7 @@ def test_a_preflight_with_two_origin_headers_is_refused(mini_claude_server: Serv
 @pytest.mark.parametrize(
     "request_headers",
     [
-        {"Access-Control-Request-Method": "DELETE"},
+        {"Access-Control-Request-Method": "PUT"},
         {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-evil"},
         {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "cookie"},
     ],
@@ -111,7 +111,7 @@ def test_a_preflight_for_something_not_allowed_gets_no_grant(
         mini_claude_server.url + CHAT, headers={"Origin": "https://zantara.balizero.com", **request_headers}
     )
     assert pre.status_code == 400
-    assert "DELETE" not in pre.headers.get("access-control-allow-methods", "")
+    assert "PUT" not in pre.headers.get("access-control-allow-methods", "")
     allowed = pre.headers.get("access-control-allow-headers", "").lower()
     assert "x-evil" not in allowed and "cookie" not in allowed
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess
+from tests.sse import CHAT
 from tests.streaming import Conversation, Leg, assert_accounted, async_client, leg
 
 pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
@@ -119,3 +121,32 @@ def test_a_second_signal_exits_without_waiting_for_the_drain(
         assert got is None or "error" in got.events[-1] or not got.terminal
     claude.wait_for(lambda rs: rs[0]["outcome"] != "in_progress", timeout=10)
     assert claude.stats()["active_streams"] == 0
+
+
+def test_a_reader_that_stopped_reading_does_not_hold_the_shutdown_past_its_bound(
+    mini_kb_template: Path, claude: FakeAnthropic
+) -> None:
+    from zantara_rag.server import worst_case_shutdown_seconds
+    from zantara_rag.settings import Settings
+
+    # Far more than the socket buffers hold, still streaming when the signal comes.
+    claude.enqueue({"chunks": ["x" * 8000] * 1000, "delay_ms": 5})
+    with ServerProcess(
+        mini_kb_template,
+        AUTO_INGEST="false",
+        ANTHROPIC_API_KEY="sk-ant-test-drain-0123456789",
+        ANTHROPIC_BASE_URL=claude.base_url,
+        DRAIN_SECONDS="1",
+    ) as server:
+        bound = worst_case_shutdown_seconds(Settings(drain_seconds=1))
+        with socket.create_connection(("127.0.0.1", server.port)) as stuck:
+            head = f"GET {CHAT}?query=visa HTTP/1.1\r\nHost: z\r\nAccept: text/event-stream\r\n\r\n"
+            stuck.sendall(head.encode())
+            stuck.recv(1024)  # the status line and the first bytes; then this client never reads again
+            claude.wait_for(lambda rs: len(rs) == 1 and rs[0]["chunks_sent"] >= 600, timeout=30)
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert server.wait(timeout=bound + 10) == 0
+            took = time.monotonic() - started
+    print(f"\n[shutdown with a stuck reader, DRAIN_SECONDS=1] {took:.1f} s (bound {bound:.0f} s)")
+    assert took <= bound

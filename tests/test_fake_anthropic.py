@@ -13,6 +13,15 @@ import httpx
 import httpx2
 import pytest
 
+from tests.fakes.answers import (
+    EMPTY_TEXT_BLOCK,
+    PREFILL_REFUSED,
+    SO_FAR_CLOSE,
+    SO_FAR_OPEN,
+    TRAILING_WHITESPACE,
+    model_generation,
+    refuses_prefill,
+)
 from tests.fakes.anthropic_server import CONTINUED, NO_ANSWER
 from tests.fakes.control import FakeAnthropic
 
@@ -26,13 +35,13 @@ VISA_TEXT = (
 SYSTEM = [{"type": "text", "text": "You are Zantara. Answer only from the sources."}]
 
 
-def search_result(title: str, text: str) -> dict[str, Any]:
+def search_result(title: str, *texts: str, citations: bool = True) -> dict[str, Any]:
     return {
         "type": "search_result",
         "source": f"kb://{title.lower().replace(' ', '-')}",
         "title": title,
-        "content": [{"type": "text", "text": text}],
-        "citations": {"enabled": True},
+        "content": [{"type": "text", "text": text} for text in texts],
+        "citations": {"enabled": citations},
     }
 
 
@@ -89,7 +98,8 @@ async def test_default_answer_is_grounded_in_the_first_source(
     fake: FakeAnthropic, client: anthropic.AsyncAnthropic
 ) -> None:
     messages = grounded_messages(
-        search_result("Visa Guide", VISA_TEXT), search_result("Fees", "IDR 2.000.000")
+        search_result("Visa Guide", VISA_TEXT, citations=False),
+        search_result("Fees", "IDR 2.000.000", citations=False),
     )
     deltas, final = await stream_deltas(client, messages, system=SYSTEM)
 
@@ -98,6 +108,7 @@ async def test_default_answer_is_grounded_in_the_first_source(
     assert len(deltas) == -(-len(expected) // 16)  # 16-character deltas by default
     assert QUESTION not in expected
     assert final.content[0].text == expected
+    assert final.content[0].citations is None  # citations off: one plain text block
     assert final.stop_reason == "end_turn"
     assert final.model == HAIKU
     assert final.id == "msg_1"
@@ -199,7 +210,7 @@ async def test_prefill_is_continued_not_repeated(client: anthropic.AsyncAnthropi
     deltas, final = await stream_deltas(client, messages)
     assert prefill + "".join(deltas) == full
     assert not "".join(deltas).startswith("According")
-    assert final.content[0].text == full[len(prefill) :]
+    assert "".join(block.text for block in final.content) == full[len(prefill) :]
 
     messages = [*sources, {"role": "assistant", "content": [{"type": "text", "text": "Something else"}]}]
     deltas, _ = await stream_deltas(client, messages)
@@ -454,3 +465,211 @@ async def test_random_faults_are_deterministic_per_seed(fake: FakeAnthropic) -> 
 async def test_unknown_scenario_fields_are_rejected(fake: FakeAnthropic) -> None:
     with pytest.raises(RuntimeError, match="unknown scenario field"):
         fake.enqueue({"stall_after_chunk": 3})
+
+
+# -- the rules of the 4.6 generation and later ----------------------------------------------------------
+
+# Anthropic's migration guide: "Prefilling assistant messages returns a 400 error on Claude 4.6 models";
+# the SDK's own model list (anthropic 2.12, types/model.py) names these ids.
+REFUSE_PREFILL = [
+    "claude-sonnet-4-6",
+    "claude-opus-4-6",
+    "claude-opus-4-7",
+    "claude-opus-4-8",
+    "claude-sonnet-5",
+    "claude-opus-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "claude-fable-5-1",
+]
+ACCEPT_PREFILL = [
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-opus-4-5",
+    "claude-opus-4-5-20251101",
+]
+
+
+def test_model_generations_are_read_from_every_id_shape() -> None:
+    assert model_generation("claude-haiku-4-5-20251001") == (4, 5)
+    assert model_generation("claude-sonnet-4-6") == (4, 6)
+    assert model_generation("claude-sonnet-5") == (5, 0)
+    assert model_generation("claude-haiku-5-5") == (5, 5)
+    assert model_generation("claude-opus-4-20250514") == (4, 0)
+    assert model_generation("claude-3-5-haiku-20241022") == (3, 5)
+    assert model_generation("claude-3-haiku-20240307") == (3, 0)
+    assert model_generation("gpt-4o") is None
+    assert all(refuses_prefill(m) for m in REFUSE_PREFILL)
+    assert not any(refuses_prefill(m) for m in ACCEPT_PREFILL)
+    assert refuses_prefill("claude-next")  # an id of no known shape gets the strict rule
+
+
+@pytest.mark.parametrize("model", REFUSE_PREFILL)
+async def test_a_prefill_is_refused_by_the_4_6_generation_and_later(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic, model: str
+) -> None:
+    messages = [
+        *grounded_messages(search_result("Visa Guide", VISA_TEXT)),
+        {"role": "assistant", "content": "Acc"},
+    ]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await stream_deltas(client, messages, model=model)
+    assert info.value.status_code == 400
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"] == {"type": "invalid_request_error", "message": PREFILL_REFUSED}
+    assert last(fake)["outcome"] == "http_error"
+
+
+@pytest.mark.parametrize("model", ACCEPT_PREFILL)
+async def test_a_prefill_is_continued_by_older_models_unless_it_ends_in_whitespace(
+    client: anthropic.AsyncAnthropic, model: str
+) -> None:
+    sources = grounded_messages(search_result("Visa Guide", VISA_TEXT))
+    deltas, _ = await stream_deltas(
+        client, [*sources, {"role": "assistant", "content": "According to"}], model=model
+    )
+    assert "".join(deltas).startswith(" Visa Guide [1], The B211A")
+
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await stream_deltas(
+            client, [*sources, {"role": "assistant", "content": "According to "}], model=model
+        )
+    assert info.value.body["error"]["message"] == TRAILING_WHITESPACE
+
+
+async def test_an_empty_text_block_in_a_search_result_is_refused(client: anthropic.AsyncAnthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await stream_deltas(client, grounded_messages(search_result("Visa Guide", VISA_TEXT, "")))
+    assert info.value.body["error"] == {"type": "invalid_request_error", "message": EMPTY_TEXT_BLOCK}
+
+
+def continuation(messages: list[dict[str, Any]], so_far: str) -> list[dict[str, Any]]:
+    """The request shape of the answer chain's continuation: the answer so far in the last user turn."""
+    *earlier, last_turn = messages
+    note = f"Your answer was cut off. The user has:\n{SO_FAR_OPEN}{so_far}{SO_FAR_CLOSE}\nContinue it."
+    return [*earlier, {**last_turn, "content": [*last_turn["content"], {"type": "text", "text": note}]}]
+
+
+@pytest.mark.parametrize("model", [SONNET, "claude-sonnet-5", HAIKU])
+async def test_the_answer_so_far_in_the_last_user_turn_is_continued_on_every_model(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic, model: str
+) -> None:
+    messages = grounded_messages(search_result("Visa Guide", VISA_TEXT, citations=False))
+    full = f"According to Visa Guide [1], {VISA_TEXT[:100]}."
+    so_far = full[:37]
+
+    deltas, _ = await stream_deltas(client, continuation(messages, so_far), model=model)
+    assert so_far + "".join(deltas) == full
+
+    fake.enqueue({"restate": 12})  # a model that repeats the last words it was given
+    deltas, _ = await stream_deltas(client, continuation(messages, so_far), model=model)
+    assert "".join(deltas) == full[37 - 12 :]
+
+    deltas, _ = await stream_deltas(client, continuation(messages, "Something else"), model=model)
+    assert "".join(deltas) == CONTINUED
+    assert [r["status"] for r in fake.requests()] == [200, 200, 200]
+
+
+# -- citations, as the API streams them ------------------------------------------------------------------
+
+
+async def test_cited_spans_arrive_in_their_own_blocks_with_the_sdks_citation_types(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    sentences = ["The B211A visit visa allows a stay of 60 days. ", "It can be extended twice."]
+    messages = grounded_messages(
+        search_result("Visa Guide", *sentences), search_result("Fees", "IDR 2.000.000")
+    )
+    # `messages.create(stream=True)` validates every event against the SDK's union of event models.
+    stream = await client.messages.create(model=HAIKU, max_tokens=1024, messages=messages, stream=True)
+    events = [event async for event in stream]
+
+    kinds = [(e.type, getattr(getattr(e, "delta", None), "type", None)) for e in events]
+    starts = [e.index for e in events if isinstance(e, anthropic.types.RawContentBlockStartEvent)]
+    stops = [e.index for e in events if isinstance(e, anthropic.types.RawContentBlockStopEvent)]
+    assert starts == stops == [0, 1, 2, 3]  # uncited, cited, uncited, cited: a block around each cited span
+    deltas = [e for e in events if isinstance(e, anthropic.types.RawContentBlockDeltaEvent)]
+    cited = [e for e in deltas if isinstance(e.delta, anthropic.types.CitationsDelta)]
+    assert [e.index for e in cited] == [1, 3]
+    for event in cited:
+        location = event.delta.citation
+        assert isinstance(location, anthropic.types.CitationsSearchResultLocation)
+        block_texts = [
+            d.delta.text for d in deltas if d.index == event.index and d.delta.type == "text_delta"
+        ]
+        # The citation comes before the cited text of its block.
+        assert deltas.index(event) < min(
+            i for i, d in enumerate(deltas) if d.index == event.index and d.delta.type == "text_delta"
+        )
+        assert block_texts
+    first, second = (e.delta.citation for e in cited)
+    assert (first.search_result_index, first.start_block_index, first.end_block_index) == (0, 0, 1)
+    assert (
+        first.cited_text == sentences[0] and first.source == "kb://visa-guide" and first.title == "Visa Guide"
+    )
+    assert (second.search_result_index, second.cited_text) == (1, "IDR 2.000.000")
+    assert kinds[-3:] == [("content_block_stop", None), ("message_delta", None), ("message_stop", None)]
+
+
+async def test_the_sdks_stream_helper_rebuilds_cited_blocks(client: anthropic.AsyncAnthropic) -> None:
+    messages = grounded_messages(search_result("Visa Guide", VISA_TEXT))
+    async with client.messages.stream(model=HAIKU, max_tokens=1024, messages=messages) as stream:
+        seen = [event async for event in stream]
+        final = await stream.get_final_message()
+    assert [b.text for b in final.content] == ["According to Visa Guide [1], ", VISA_TEXT[:100].rstrip(), "."]
+    assert final.content[0].citations is None and final.content[2].citations is None
+    (location,) = final.content[1].citations or []
+    assert isinstance(location, anthropic.types.CitationsSearchResultLocation)
+    assert location.cited_text == VISA_TEXT
+    assert [e.type for e in seen].count("citation") == 1
+
+
+async def test_segments_scenario_cites_any_block_range(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    fake.enqueue(
+        {"segments": [{"text": "Sixty days"}, {"text": " twice", "cite": [[0, 0, 2]]}], "chunk_size": 4}
+    )
+    messages = grounded_messages(search_result("Visa Guide", "One. ", "Two."))
+    async with client.messages.stream(model=HAIKU, max_tokens=1024, messages=messages) as stream:
+        deltas = [text async for text in stream.text_stream]
+        final = await stream.get_final_message()
+    assert deltas == ["Sixt", "y da", "ys", " twi", "ce"]  # deltas never span two blocks
+    (location,) = final.content[1].citations or []
+    assert (location.cited_text, location.end_block_index) == ("One. Two.", 2)
+
+
+async def test_the_non_streamed_answer_carries_the_same_citations(client: anthropic.AsyncAnthropic) -> None:
+    message = await client.messages.create(
+        model=HAIKU, max_tokens=1024, messages=grounded_messages(search_result("Visa Guide", VISA_TEXT))
+    )
+    assert isinstance(message.content[1], anthropic.types.TextBlock)
+    (location,) = message.content[1].citations or []
+    assert isinstance(location, anthropic.types.CitationsSearchResultLocation)
+
+
+async def test_a_thinking_block_may_come_before_the_text(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    fake.enqueue({"thinking": True})
+    messages = grounded_messages(search_result("Visa Guide", VISA_TEXT))
+    async with client.messages.stream(model="claude-haiku-5-5", max_tokens=1024, messages=messages) as stream:
+        text = "".join([t async for t in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == f"According to Visa Guide [1], {VISA_TEXT[:100]}."
+    assert final.content[0].type == "thinking"
+    assert [b.type for b in final.content[1:]] == ["text", "text", "text"]
+
+
+# -- the operator's problems ------------------------------------------------------------------------------
+
+
+async def test_billing_and_spend_cap_errors(fake: FakeAnthropic, client: anthropic.AsyncAnthropic) -> None:
+    fake.enqueue({"status": 402}, {"status": 429, "error_code": "enforced_spend_limit_reached"})
+    with pytest.raises(anthropic.APIStatusError) as info:
+        await stream_deltas(client)
+    assert info.value.status_code == 402 and info.value.body["error"]["type"] == "billing_error"
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        await stream_deltas(client)
+    assert limited.value.body["error"]["details"] == {"error_code": "enforced_spend_limit_reached"}
+    assert "retry-after" not in limited.value.response.headers

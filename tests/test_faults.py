@@ -21,9 +21,10 @@ import httpx
 import pytest
 
 from tests.chroma_server import ChromaServer
+from tests.fakes.answers import answer_so_far, refuses_prefill
 from tests.fakes.anthropic_server import default_answer
 from tests.fakes.control import FakeAnthropic
-from tests.harness import KNOWLEDGE, ServerProcess, free_port
+from tests.harness import KNOWLEDGE, ServerProcess, free_port, wait_until
 from tests.sse import CHAT, ask, assert_contract
 from tests.streaming import (
     Conversation,
@@ -67,9 +68,17 @@ def server(kb_template: Path, fake_claude: FakeAnthropic) -> Iterator[ServerProc
 
 @pytest.fixture
 def fake(server: ServerProcess, claude: FakeAnthropic) -> Iterator[FakeAnthropic]:
-    """The reset fake; after the test, nothing may be left running in the fake or the app."""
+    """The reset fake; after the test, nothing may be left running in the fake or the app, and no request
+    to a model of the 4.6 generation or later ended with an assistant turn."""
     yield claude
     wait_settled(server, claude)
+    assert_no_prefill(claude)
+
+
+def assert_no_prefill(fake: FakeAnthropic) -> None:
+    for record in fake.requests():
+        if isinstance(record["body"], dict) and refuses_prefill(record["model"]):
+            assert record["body"]["messages"][-1]["role"] == "user", record["model"]
 
 
 def models(fake: FakeAnthropic) -> list[str]:
@@ -139,7 +148,8 @@ def test_three_failures_end_in_the_labelled_extractive_answer(
     assert_contract(got)
     assert got.last["model"] == "extractive" and got.last["degraded"] is True
     assert "extractive summary" in got.answer and "1,000,000" in got.answer
-    records = fake.requests()
+    # The last closed request may reach the fake's books a moment after the (fast) extractive answer ends.
+    records = fake.wait_for(lambda rs: all(r["outcome"] != "in_progress" for r in rs), timeout=5)
     assert [r["model"] for r in records] == [PRIMARY, PRIMARY, FALLBACK]
     if "first_token_delay_ms" in scenario:
         # Each stalled request was closed by us at UPSTREAM_FIRST_TOKEN_TIMEOUT, not left hanging.
@@ -173,7 +183,7 @@ def test_a_refusal_goes_straight_to_extractive_and_is_logged_loudly(
     assert_no_secrets(server)
 
 
-# --- after text was sent: the fallback model continues from the partial answer
+# --- after text was sent: the fallback model continues from the partial answer, without a prefill
 
 
 @pytest.mark.parametrize(
@@ -201,8 +211,10 @@ def test_an_interrupted_answer_is_continued_by_the_fallback_without_repetition(
     expected = default_answer(first["body"])
     partial = "".join(t["text"] for t in got.texts[:3])
     assert partial == expected[: len(partial)] and len(partial) == 3 * 16
-    # The continuation saw exactly what the user saw, as its prefill, and went on from there.
-    assert second["body"]["messages"][-1] == {"role": "assistant", "content": partial.rstrip()}
+    # The continuation saw exactly what the user saw, in its last user turn (a 4.6+ model refuses a
+    # prefill), and went on from there.
+    assert second["body"]["messages"][-1]["role"] == "user"
+    assert answer_so_far(second["body"]) == partial
     assert got.answer == expected
     assert_no_duplicated_span(partial, got.answer[len(partial) :])
 
@@ -227,7 +239,7 @@ def test_a_request_past_the_total_timeout_is_closed_and_continued(
     assert first["outcome"] == "client_disconnected" and first["chunks_sent"] < 200
     partial = "".join(f"w{i} " for i in range(len(got.texts) - 1))
     assert got.answer == partial + "the end."
-    assert second["body"]["messages"][-1] == {"role": "assistant", "content": partial.rstrip()}
+    assert answer_so_far(second["body"]) == partial
     assert got.last["model"] == FALLBACK and got.last["degraded"] is True
 
 
@@ -245,8 +257,7 @@ def test_a_continuation_after_trailing_whitespace_does_not_double_it(
     got = ask(server.url, QUESTION)
     assert_contract(got)
     assert got.answer == "The overstay fine is IDR 1,000,000 per day [1]."
-    prefill = fake.requests()[1]["body"]["messages"][-1]
-    assert prefill == {"role": "assistant", "content": "The overstay fine is IDR 1,000,000"}
+    assert answer_so_far(fake.requests()[1]["body"]) == "The overstay fine is IDR 1,000,000 "
 
 
 def test_a_failed_continuation_ends_with_upstream_interrupted_and_keeps_the_text(
@@ -262,6 +273,64 @@ def test_a_failed_continuation_ends_with_upstream_interrupted_and_keeps_the_text
     assert got.last["sequenceNumber"] == 3
     assert "interrupted" in got.last["error"]
     assert models(fake) == [PRIMARY, FALLBACK]
+
+
+def test_a_fallback_that_restates_the_last_words_does_not_repeat_them(
+    server: ServerProcess, fake: FakeAnthropic
+) -> None:
+    fake.enqueue({"match_model": PRIMARY, "cut_after_chunks": 3}, {"match_model": FALLBACK, "restate": 12})
+    got = ask(server.url, QUESTION)
+    assert_contract(got)
+    expected = default_answer(fake.requests()[0]["body"])
+    assert got.answer == expected
+    assert fake.requests()[1]["chunks_sent"] * 16 >= len(expected) - 3 * 16 + 12  # it did restate
+
+
+@pytest.fixture(
+    scope="module",
+    params=["claude-sonnet-5", "claude-haiku-4-5"],
+    ids=["claude-sonnet-5-alone", "pre-4.6-claude-haiku-4-5-alone"],
+)
+def solo_server(
+    request: pytest.FixtureRequest, kb_template: Path, fake_claude: FakeAnthropic
+) -> Iterator[ServerProcess]:
+    """One model and no fallback: the primary model's retry is what continues an interrupted answer."""
+    with ServerProcess(
+        kb_template,
+        ANTHROPIC_API_KEY=API_KEY,
+        ANTHROPIC_BASE_URL=fake_claude.base_url,
+        ANTHROPIC_MODEL=request.param,
+        ANTHROPIC_FALLBACK_MODEL="",
+        UPSTREAM_RETRY_AFTER_CAP="0.3",
+        UPSTREAM_FIRST_TOKEN_TIMEOUT="1.5",
+        UPSTREAM_IDLE_TIMEOUT="1.5",
+        RESUME_GRACE_SECONDS="0",
+    ) as server:
+        yield server
+        assert_no_secrets(server)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"error_after_chunks": 3}, {"cut_after_chunks": 3}, {"stall_after_chunks": 3}],
+    ids=["overloaded-error-event", "connection-cut", "stall"],
+)
+def test_a_model_alone_continues_its_own_interrupted_answer(
+    solo_server: ServerProcess, claude: FakeAnthropic, fault: dict[str, Any]
+) -> None:
+    model = solo_server.env["ANTHROPIC_MODEL"]
+    claude.enqueue(fault, {"restate": 12})  # the last words again (ends mid-word: 8+ characters)
+    got = ask(solo_server.url, QUESTION)
+    assert_contract(got)
+    first, second = claude.requests()
+    expected = default_answer(first["body"])
+    print(f"\n[{model} alone, {next(iter(fault))}] {len(got.answer)} of {len(expected)} characters delivered")
+    assert got.answer == expected
+    assert (first["model"], second["model"]) == (model, model)
+    assert answer_so_far(second["body"]) == "".join(t["text"] for t in got.texts[:3])
+    assert got.last["model"] == model and got.last["degraded"] is True
+    wait_settled(solo_server, claude)
+    assert_no_prefill(claude)
 
 
 # --- the user leaves
@@ -328,6 +397,9 @@ def test_leaving_before_the_response_starts_cancels_the_answer(
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(request_bytes(QUESTION))
     # The question still goes through retrieval and its answer starts; nobody reads it, so it is cancelled.
+    # Settled only once it ended: before its retrieval is done nothing runs yet either.
+    key = 'zantara_streams_total{outcome="cancelled"}'
+    wait_until(lambda: metrics(server).get(key, 0) > before.get(key, 0), timeout=30)
     assert_outcome_counted(before, wait_settled(server, fake), "cancelled")
     records = fake.requests()
     assert all(r["outcome"] == "client_disconnected" and r["chunks_sent"] < 200 for r in records), records

@@ -1,21 +1,24 @@
 """`Stream`, `Reader`, `EventId` and `StreamHub`, driven directly: the replay buffer, slow readers, the grace
-window, the sweep. In-process and fast (the longest wait is a few 50 ms grace windows)."""
+window, the sweep, whose a stream is and how many the hub keeps. In-process and fast (the longest wait is a
+few 50 ms grace windows)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 import pytest
 from fastapi.sse import format_sse_event
 
+from zantara_rag.errors import RateLimited
 from zantara_rag.events import TextEvent
 from zantara_rag.streaming import stream as stream_module
 from zantara_rag.streaming.hub import StreamHub
-from zantara_rag.streaming.stream import EventId, Reader, Stream
+from zantara_rag.streaming.stream import REFUSAL_TOKEN, TOKEN_HEX, EventId, Reader, Stream
 
 GRACE = 0.05
+OWNER = "owner-hash"
 
 
 def text(n: int, body: str = "piece") -> str:
@@ -48,8 +51,19 @@ async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
 
 
 def kept(hub: StreamHub) -> set[str]:
-    """The ids the hub holds, read without `get` (which sweeps)."""
+    """The ids the hub holds, read without `find` (which sweeps)."""
     return set(hub._streams)
+
+
+async def finished_stream(hub: StreamHub, *, retry_ms: int | None = None) -> Stream:
+    """A kept stream whose producer appended one terminal event."""
+
+    async def producer(stream: Stream) -> None:
+        stream.append(text(1), terminal=True, outcome="done")
+
+    stream = hub.create(producer, owner=OWNER)
+    await until(lambda: stream.finished)
+    return stream
 
 
 async def stop(*streams: Stream) -> None:
@@ -168,15 +182,19 @@ def test_can_replay_from_says_whether_every_later_event_is_still_kept() -> None:
 
 # --- EventId
 
+T = "0123456789abcdef" * 2  # a 128-bit token
+U = T.upper()
+S = T[:-1]  # one hex digit short
+
 
 @pytest.mark.parametrize(
     ("raw", "stream", "machine", "position"),
     [
-        ("local-0123456789ab:1", "local-0123456789ab", "local", 1),
-        ("  local-0123456789ab:42 \n", "local-0123456789ab", "local", 42),
-        ("148e21-0123456789ab:7", "148e21-0123456789ab", "148e21", 7),
-        ("my-fly-machine-abcdef012345:3", "my-fly-machine-abcdef012345", "my-fly-machine", 3),
-        ("a_b-0123456789ab-abcdef012345:9", "a_b-0123456789ab-abcdef012345", "a_b-0123456789ab", 9),
+        (f"local-{T}:1", f"local-{T}", "local", 1),
+        (f"  local-{T}:42 \n", f"local-{T}", "local", 42),
+        (f"148e21-{T}:7", f"148e21-{T}", "148e21", 7),
+        (f"my-fly-machine-{T}:3", f"my-fly-machine-{T}", "my-fly-machine", 3),
+        (f"a_b-{T}-{T}:9", f"a_b-{T}-{T}", f"a_b-{T}", 9),
     ],
 )
 def test_event_ids_parse_into_stream_machine_and_position(
@@ -191,27 +209,28 @@ def test_event_ids_parse_into_stream_machine_and_position(
         None,
         "",
         "garbage",
-        "local-0123456789ab",  # no position
-        "local-0123456789ab:",  # empty position
-        "local-0123456789ab:-1",
-        "local-0123456789ab:1234567890",  # over nine digits
-        "local-0123456789AB:1",  # upper-case token
-        "local-0123456789a:1",  # token too short
-        "-0123456789ab:1",  # no machine
-        "a--b-0123456789ab:1",  # empty word in the machine id
-        "a b-0123456789ab:1",
-        "local-0123456789ab:1:2",
+        f"local-{T}",  # no position
+        f"local-{T}:",  # empty position
+        f"local-{T}:-1",
+        f"local-{T}:1234567890",  # over nine digits
+        f"local-{U}:1",  # upper-case token
+        f"local-{S}:1",  # token too short
+        "local-0123456789ab:1",  # a 48-bit token, as ids were before
+        f"-{T}:1",  # no machine
+        f"a--b-{T}:1",  # empty word in the machine id
+        f"a b-{T}:1",
+        f"local-{T}:1:2",
     ],
 )
 def test_malformed_event_ids_parse_to_none(raw: str | None) -> None:
     assert EventId.parse(raw) is None
 
 
-def test_every_id_the_hub_hands_out_parses_back_to_its_stream() -> None:
+async def test_every_id_the_hub_hands_out_parses_back_to_its_stream() -> None:
     hub = StreamHub(
         "fly-machine-1", grace_seconds=0, ttl_seconds=60, max_streams=10, max_events=10, max_bytes=10_000
     )
-    stream = hub.create_finished(text(1), outcome="done")
+    stream = await finished_stream(hub)
     parsed = EventId.parse(f"{stream.id}:1")
     assert parsed == EventId(stream.id, "fly-machine-1", 1)
 
@@ -224,7 +243,7 @@ async def test_a_reader_far_behind_that_has_not_moved_is_dropped_by_the_append_a
 ) -> None:
     monkeypatch.setattr(stream_module, "STUCK_SECONDS", 0.0)
     hub = make_hub(max_lag=2)
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     slow = hub.attach(stream)
     live = hub.attach(stream)
 
@@ -245,7 +264,7 @@ async def test_a_reader_far_behind_that_has_not_moved_is_dropped_by_the_append_a
 async def test_a_reader_behind_that_moved_recently_is_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stream_module, "STUCK_SECONDS", 60.0)  # "recently": within the minute
     hub = make_hub(max_lag=2)
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     reader = hub.attach(stream)
     for n in range(1, 10):
         stream.append(text(n))
@@ -256,7 +275,7 @@ async def test_a_reader_behind_that_moved_recently_is_not_dropped(monkeypatch: p
 async def test_dropping_the_last_reader_starts_the_grace_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stream_module, "STUCK_SECONDS", 0.0)
     hub = make_hub(max_lag=1, grace_seconds=10)
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     reader = hub.attach(stream)
     stream.append(text(1))
     stream.append(text(2))
@@ -269,7 +288,7 @@ async def test_dropping_the_last_reader_starts_the_grace_window(monkeypatch: pyt
 
 async def test_a_resumed_reader_gets_slack_for_what_it_missed() -> None:
     hub = make_hub(max_lag=2)
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     for n in range(1, 11):
         stream.append(text(n))
     reader = hub.attach(stream, after=3)
@@ -283,7 +302,7 @@ async def test_a_resumed_reader_gets_slack_for_what_it_missed() -> None:
 
 async def test_detaching_the_last_reader_cancels_the_producer_when_the_grace_window_ends() -> None:
     hub = make_hub()
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     first, second = hub.attach(stream), hub.attach(stream)
 
     hub.detach(stream, first)
@@ -300,7 +319,7 @@ async def test_detaching_the_last_reader_cancels_the_producer_when_the_grace_win
 
 async def test_a_reader_back_within_the_grace_window_keeps_the_producer_running() -> None:
     hub = make_hub()
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     hub.detach(stream, hub.attach(stream))
     assert stream.awaiting_resume
 
@@ -317,7 +336,7 @@ async def test_a_reader_back_within_the_grace_window_keeps_the_producer_running(
 
 async def test_with_no_grace_window_the_last_detach_cancels_at_once() -> None:
     hub = make_hub(grace_seconds=0)
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     hub.detach(stream, hub.attach(stream))
     assert stream.cancelled_by_disconnect
     assert not stream.awaiting_resume
@@ -327,7 +346,7 @@ async def test_with_no_grace_window_the_last_detach_cancels_at_once() -> None:
 
 async def test_a_finished_stream_is_not_abandoned_when_its_last_reader_leaves() -> None:
     hub = make_hub(grace_seconds=0)
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner=OWNER)
     reader = hub.attach(stream)
     stream.append(text(1), terminal=True, outcome="done")
     hub.detach(stream, reader)
@@ -348,7 +367,7 @@ async def test_a_producer_that_sees_the_cancel_can_append_its_terminal_event() -
             raise
 
     hub = make_hub()
-    stream = hub.create(producer)
+    stream = hub.create(producer, owner=OWNER)
     await until(lambda: stream.last_position == 1)
     hub.detach(stream, hub.attach(stream))
     await until(lambda: stream.finished)
@@ -367,7 +386,7 @@ async def test_on_finish_is_called_exactly_once_with_the_finished_stream() -> No
         stream.append(text(2), terminal=True, outcome="done")
         stream.append(text(3), terminal=True, outcome="again")
 
-    stream = hub.create(producer)
+    stream = hub.create(producer, owner=OWNER)
     await until(lambda: stream.task is not None and stream.task.done())
     assert finished == [stream]
     assert finished[0].finished and finished[0].outcome == "done"
@@ -378,84 +397,176 @@ def test_a_failing_on_finish_hook_does_not_break_the_stream() -> None:
         raise RuntimeError("bookkeeping bug")
 
     hub = make_hub(on_finish=boom)
-    stream = hub.create_finished(text(1), outcome="rate_limited")
+    stream = hub.refusal(text(1), outcome="rate_limited")
     assert stream.finished and stream.last_position == 1
 
 
-# --- create_finished
+# --- refusals and the sweep (with the owner and live-stream bounds: the tests after these)
 
 
-def test_create_finished_keeps_a_one_event_stream_that_is_already_over() -> None:
+def test_a_refusal_is_a_one_event_stream_that_is_over_and_not_kept() -> None:
     finished: list[Stream] = []
     hub = make_hub(on_finish=finished.append)
-    stream = hub.create_finished(text(1), outcome="rate_limited", retry_ms=3000, log_fields={"a": 1})
+    stream = hub.refusal(text(1), outcome="rate_limited", retry_ms=3000, log_fields={"a": 1})
 
-    assert hub.get(stream.id) is stream
     assert stream.finished and stream.outcome == "rate_limited"
-    assert stream.task is None
-    assert stream.log_fields == {"a": 1}
+    assert stream.task is None and stream.log_fields == {"a": 1}
     assert finished == [stream]
-    assert hub.active == 0 and len(hub) == 1
+    assert len(hub) == 0
     assert stream.take(Reader(0, slack=10)) == format_sse_event(
         data_str=text(1), id=f"{stream.id}:1", retry=3000
     )
 
 
-# --- the sweep
-
-
-def test_finished_streams_expire_after_the_ttl() -> None:
-    hub = make_hub(ttl_seconds=5.0)
-    old = hub.create_finished(text(1), outcome="done")
-    recent = hub.create_finished(text(1), outcome="done")
-    assert old.finished_at is not None
-    old.finished_at -= 6.0
-
-    assert hub.get(old.id) is None
-    assert hub.get(recent.id) is recent
-    assert len(hub) == 1
-
-
-async def test_beyond_max_streams_delivered_finished_streams_go_first_then_the_oldest() -> None:
-    hub = make_hub(max_streams=3)
-    oldest = hub.create_finished(text(1), outcome="done")
-    delivered = hub.create_finished(text(1), outcome="done")
-    delivered.take(Reader(0, slack=10))
-    assert delivered.delivered and not oldest.delivered
-    live = hub.create(forever)
-    assert len(hub) == 3
-
-    newcomer = hub.create_finished(text(1), outcome="done")  # full: one must go, the delivered one
-    assert kept(hub) == {oldest.id, live.id, newcomer.id}
-
-    latest = hub.create_finished(text(1), outcome="done")  # full again: no delivered one left, the oldest
-    assert kept(hub) == {live.id, newcomer.id, latest.id}
-    await stop(live)
-
-
-def test_a_lookup_at_capacity_evicts_nothing() -> None:
+async def test_a_lookup_at_capacity_evicts_nothing() -> None:
     # Only adding a stream needs room: looking one up (a resume) must not push out that very stream.
     hub = make_hub(max_streams=2)
-    first = hub.create_finished(text(1), outcome="done")
-    second = hub.create_finished(text(1), outcome="done")
-    assert hub.get(second.id) is second
-    assert hub.get(first.id) is first
+    first = await finished_stream(hub)
+    second = await finished_stream(hub)
+    assert hub.find(second.id, OWNER) is second
+    assert hub.find(first.id, OWNER) is first
     assert kept(hub) == {first.id, second.id}
-
-
-async def test_the_sweep_never_evicts_live_streams_even_beyond_max_streams() -> None:
-    hub = make_hub(max_streams=2)
-    streams = [hub.create(forever) for _ in range(4)]
-    assert len(hub) == 4 and hub.active == 4
-    assert kept(hub) == {s.id for s in streams}
-    assert hub.get(streams[0].id) is streams[0]
-    assert hub.live() == streams
-    await stop(*streams)
 
 
 async def test_close_cancels_every_producer_still_running() -> None:
     hub = make_hub()
-    streams = [hub.create(forever) for _ in range(3)]
+    streams = [hub.create(forever, owner=OWNER) for _ in range(3)]
     await hub.close(wait_seconds=1.0)
     assert all(s.task is not None and s.task.cancelled() for s in streams)
     assert not any(s.cancelled_by_disconnect for s in streams)
+
+
+# --- whose a stream is, how many the hub keeps (live ones too), what a refusal costs
+
+Producer = Callable[[Stream], Coroutine[object, object, None]]
+
+
+def small_hub(**kw: float) -> StreamHub:
+    options: dict[str, float] = {
+        "grace_seconds": 0,
+        "ttl_seconds": 60,
+        "max_streams": 100,
+        "max_events": 100,
+        "max_bytes": 100_000,
+    }
+    options.update(kw)
+    return StreamHub("m1", **options)  # type: ignore[arg-type]
+
+
+def generating(release: asyncio.Event) -> Producer:
+    """A producer that appends one event, then waits for `release` before it ends."""
+
+    async def produce(stream: Stream) -> None:
+        stream.append('{"text":"a"}')
+        await release.wait()
+        stream.append('{"done":true}', terminal=True, outcome="done")
+
+    return produce
+
+
+def done_at_once() -> Producer:
+    async def produce(stream: Stream) -> None:
+        stream.append('{"done":true}', terminal=True, outcome="done")
+
+    return produce
+
+
+async def settle(*streams: Stream) -> None:
+    await asyncio.wait([s.task for s in streams if s.task is not None])
+
+
+async def test_ids_carry_128_random_bits_and_parse_back() -> None:
+    h = small_hub()
+    streams = [h.create(done_at_once(), owner="o") for _ in range(50)]
+    await settle(*streams)
+    tokens = {s.id.removeprefix("m1-") for s in streams}
+    assert len(tokens) == 50 and all(len(t) == TOKEN_HEX == 32 for t in tokens)
+    parsed = EventId.parse(f"{streams[0].id}:1")
+    assert parsed is not None and parsed.stream == streams[0].id and not parsed.refusal
+
+
+async def test_a_stream_is_found_by_its_owner_only() -> None:
+    h = small_hub()
+    stream = h.create(generating(asyncio.Event()), owner="alice")
+    assert h.find(stream.id, "alice") is stream
+    assert h.find(stream.id, "bob") is None
+    assert h.find(stream.id, "") is None
+    assert h.find("m1-" + "f" * 32, "alice") is None  # unknown: the same answer
+    await h.close(1)
+
+
+async def test_the_hub_never_holds_more_than_max_streams_live_ones_included() -> None:
+    h = small_hub(max_streams=3)
+    release = asyncio.Event()
+    live = [h.create(generating(release), owner=f"o{n}") for n in range(3)]
+    assert not h.has_room()
+    with pytest.raises(RateLimited) as refused:
+        h.create(generating(release), owner="o4")
+    assert refused.value.retry_after == 5 and len(h) == h.active == 3
+    release.set()
+    await settle(*live)
+    # Finished streams make room: the next three replace them.
+    assert h.has_room() and h.active == 0
+    more = [h.create(done_at_once(), owner="o") for _ in range(3)]
+    await settle(*more)
+    assert len(h) == 3 and {s.id for s in more} == {s.id for s in h._streams.values()}
+
+
+async def test_finished_streams_whose_end_was_delivered_are_evicted_first() -> None:
+    h = small_hub(max_streams=2)
+    first, second = h.create(done_at_once(), owner="o"), h.create(done_at_once(), owner="o")
+    await settle(first, second)
+    second.delivered = True
+    third = h.create(done_at_once(), owner="o")
+    await settle(third)
+    assert h.find(first.id, "o") is first and h.find(second.id, "o") is None
+
+
+async def test_refusals_are_never_kept_and_share_the_refusal_id() -> None:
+    ended: list[Stream] = []
+    h = StreamHub("m1", grace_seconds=0, ttl_seconds=60, max_streams=3, max_events=10, max_bytes=10_000)
+    h.on_finish = ended.append
+    refusals = [h.refusal('{"code":"rate_limited"}', "rate_limited", retry_ms=5000) for _ in range(5000)]
+    assert len(h) == 0 and h.has_room()
+    assert {s.id for s in refusals} == {f"m1-{REFUSAL_TOKEN}"} and all(s.finished for s in refusals)
+    assert len(ended) == 5000 and ended[0].outcome == "rate_limited"  # logged and counted all the same
+    parsed = EventId.parse(f"{refusals[0].id}:1")
+    assert parsed is not None and parsed.refusal
+    assert b"retry: 5000" in refusals[0].take(h.attach(refusals[0]))
+
+
+async def test_expiry_removes_finished_streams_after_the_ttl() -> None:
+    h = small_hub(ttl_seconds=0.2, max_streams=10_000)
+    old = [h.create(done_at_once(), owner="o") for _ in range(200)]
+    await settle(*old)
+    await asyncio.sleep(0.25)
+    fresh = h.create(done_at_once(), owner="o")
+    await settle(fresh)
+    assert len(h) == 1 and h.find(fresh.id, "o") is fresh and h.find(old[0].id, "o") is None
+
+
+async def test_a_lookup_does_not_walk_every_kept_stream() -> None:
+    h = small_hub(max_streams=10_000)
+    kept = [h.create(done_at_once(), owner="o") for _ in range(5000)]
+    await settle(*kept)
+    started = time.perf_counter()
+    for stream in kept[:2000]:
+        assert h.find(stream.id, "o") is stream
+    # A sweep over 5000 streams per lookup took ~0.7 ms here: 2000 lookups would take over a second.
+    assert time.perf_counter() - started < 0.25
+
+
+async def test_stream_tags_are_keyed_hashes_of_the_id() -> None:
+    h = StreamHub(
+        "m1",
+        grace_seconds=0,
+        ttl_seconds=60,
+        max_streams=3,
+        max_events=10,
+        max_bytes=10_000,
+        tag=lambda stream_id: f"tag-of-{len(stream_id)}",
+    )
+    stream = h.create(done_at_once(), owner="o")
+    await settle(stream)
+    assert stream.tag == f"tag-of-{len(stream.id)}" and stream.id not in stream.tag
+    assert stream.task is not None and stream.id not in stream.task.get_name()

@@ -221,7 +221,7 @@ def test_impossible_settings_refuse_to_boot_naming_the_variable() -> None:
     for env, var in (
         ((("PORT", "70000"),), "PORT"),
         ((("SOURCES_TOP_K", "9"), ("RETRIEVAL_TOP_K", "4")), "SOURCES_TOP_K"),
-        ((("MIN_SIMILARITY", "1.5"),), "MIN_SIMILARITY"),
+        ((("MIN_RELEVANCE_ID", "2.5"),), "MIN_RELEVANCE_ID"),
     ):
         out = subprocess.run(
             [sys.executable, "-m", "zantara_rag.cli", "serve"],

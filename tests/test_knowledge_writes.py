@@ -64,11 +64,11 @@ class FailingEmbedder:
     def __init__(self, real: Embedder, fail_on: int) -> None:
         self.real, self.fail_on, self.calls = real, fail_on, 0
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed_passages(self, texts: list[str]) -> list[list[float]]:
         self.calls += 1
         if self.calls == self.fail_on:
             raise RuntimeError("embedding failed")
-        return self.real.embed(texts)
+        return self.real.embed_passages(texts)
 
 
 class FailingStore:
@@ -183,7 +183,7 @@ async def test_another_handle_of_the_store_notices_a_change_once(tmp_path: Path,
     assert await changes.check() is False
 
     write(elsewhere, embedder, QUOKKA.encode(), "markdown")
-    elsewhere.mark_changed()
+    elsewhere.bump_version()
     watcher = asyncio.create_task(changes.watch())
     try:
         for _ in range(100):
@@ -197,10 +197,10 @@ async def test_another_handle_of_the_store_notices_a_change_once(tmp_path: Path,
 
 
 def test_the_marker_survives_the_other_collection_flags(store: VectorStore) -> None:
-    token = store.mark_changed()
+    token = store.bump_version()
     store.set_flag("sample_ingestion_unfinished", True)
     store.set_flag("sample_ingestion_unfinished", False)
-    assert store.version() == token and store.mark_changed() != token
+    assert store.version() == token and store.bump_version() != token
 
 
 # --- one writer
@@ -258,11 +258,11 @@ def test_cli_token_admin_carries_the_admin_scope(
     monkeypatch.setenv("AUTH_SECRET", ADMIN_SECRET)
     assert cli.main(["token", "--sub", "ops@balizero.com", "--admin", "--ttl", "15m"]) == 0
     minted = capsys.readouterr().out.strip()
-    assert jwt.decode(minted, ADMIN_SECRET, algorithms=["HS256"])["scope"] == "admin"
+    assert jwt.decode(minted, ADMIN_SECRET, algorithms=["HS256"], audience="zantara-rag")["scope"] == "admin"
     assert verify_token(Settings(auth_secret=ADMIN_SECRET), minted).scopes == frozenset({"admin"})
     assert cli.main(["token", "--sub", "made@balizero.com"]) == 0
     plain = capsys.readouterr().out.strip()
-    assert "scope" not in jwt.decode(plain, ADMIN_SECRET, algorithms=["HS256"])
+    assert "scope" not in jwt.decode(plain, ADMIN_SECRET, algorithms=["HS256"], audience="zantara-rag")
 
 
 # --- sniffing: by content, not by name

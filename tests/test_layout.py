@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "generation": 1,
     "knowledge": 2,
     "streaming": 2,
+    "conversations": 2,
     "services": 3,
     "http": 4,
     "app": 5,

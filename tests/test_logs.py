@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ServerProcess, claude_env
+from tests.harness import DEFAULT_MODEL, ServerProcess, claude_env
 from tests.sse import CHAT, ask, assert_contract
 
 pytestmark = pytest.mark.slow  # boots the service (or a browser) as a subprocess
@@ -88,9 +88,14 @@ def test_a_stream_is_logged_by_request_id_with_a_keyed_hash_of_the_user(
     }
     expected_user = hmac.new(HASH_KEY.encode(), EMAIL.lower().encode(), hashlib.sha256).hexdigest()[:24]
     usage = got.last["usage"]
-    assert end["msg"] == "stream end" and end["stream_id"] == got.ids[0].rsplit(":", 1)[0]
+    stream_id = got.ids[0].rsplit(":", 1)[0]
+    expected_stream = hmac.new(HASH_KEY.encode(), f"stream\x00{stream_id}".encode(), hashlib.sha256)
+    assert end["msg"] == "stream end" and end["stream"] == expected_stream.hexdigest()[:24]
+    assert "stream_id" not in end and stream_id.split("-", 1)[1] not in server.logs(), (
+        "the id replays a stream"
+    )
     assert end["user"] == expected_user
-    assert end["outcome"] == "done" and end["model"] == "claude-haiku-4-5" and end["degraded"] is False
+    assert end["outcome"] == "done" and end["model"] == DEFAULT_MODEL and end["degraded"] is False
     assert end["text_chunks"] == len(got.texts) and end["resumes"] == 0
     assert (end["input_tokens"], end["output_tokens"]) == (usage["inputTokens"], usage["outputTokens"])
     assert 0 < end["time_to_first_chunk_ms"] <= end["duration_ms"] <= access["duration_ms"]

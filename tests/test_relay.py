@@ -219,7 +219,7 @@ async def test_a_dropped_reader_ends_without_a_terminal_event(monkeypatch: pytes
         max_bytes=1_000_000,
         max_lag=2,
     )
-    stream = hub.create(forever)
+    stream = hub.create(forever, owner="o")
     reader = hub.attach(stream)
     client = Client()
     client.gate = asyncio.Event()  # the client stops reading: the relay blocks in its first send

@@ -198,7 +198,7 @@ async def _resume(server: ServerProcess, last_event_id: str, headers: dict[str, 
 
 
 def test_a_huge_answer_arrives_whole(machine_a: ServerProcess, fake: FakeAnthropic) -> None:
-    # Eight times MAX_OUTPUT_TOKENS' default, twice RESUME_MAX_EVENTS, ten times as fast as Claude writes.
+    # Four times MAX_OUTPUT_TOKENS' default, twice RESUME_MAX_EVENTS, ten times as fast as Claude writes.
     text = "".join(f"part{i:011d} " for i in range(8_000))
     fake.enqueue({"text": text, "chunk_size": 16, "delay_ms": 0.25})
     got = run(_converse(machine_a))

@@ -20,6 +20,7 @@ from tests.security import (
     API_KEY,
     AUTH_SECRET,
     AUTH_SECRET_PREVIOUS,
+    LOG_HASH_KEY,
     MEMBER_EMAIL,
     Reply,
     ask_plain,
@@ -36,7 +37,8 @@ STORAGE_PASSWORD = "hunter2-storage-password"
 
 def token(secret: str, sub: str, ttl: int = 300) -> str:
     now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl}, secret, algorithm="HS256")
+    claims = {"sub": sub, "aud": "zantara-rag", "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def exercise(server: ServerProcess, claude: FakeAnthropic) -> tuple[list[str], list[str], int]:
@@ -46,7 +48,7 @@ def exercise(server: ServerProcess, claude: FakeAnthropic) -> tuple[list[str], l
     previous = token(AUTH_SECRET_PREVIOUS, "guest.user@example.com")
     expired = token(AUTH_SECRET, "expired.user@example.com", ttl=-60)
     forged = token("a-forged-secret-that-is-long-enough-123", "forger@example.com")
-    secrets = [API_KEY, AUTH_SECRET, AUTH_SECRET_PREVIOUS, valid, previous, expired, forged]
+    secrets = [API_KEY, AUTH_SECRET, AUTH_SECRET_PREVIOUS, LOG_HASH_KEY, valid, previous, expired, forged]
     secrets += [t.rsplit(".", 1)[1] for t in (valid, previous, expired, forged)]  # signatures alone
     question = f"What is the overstay fine? {QUESTION_MARKER}"
     claude.enqueue(

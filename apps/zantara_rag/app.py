@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from . import __version__
-from .errors import ZantaraError
+from .errors import InvalidFeedback, InvalidRequest, ZantaraError
 from .events import error_body
-from .http import admin, chat_stream, health, prometheus
+from .http import admin, chat_stream, conversations, health, prometheus
 from .http.admission import Admission
 from .http.origin import OriginGate
 from .http.request_log import RequestLog
@@ -26,8 +27,9 @@ from .settings import PACKAGE_DIR, Settings
 log = logging.getLogger(__name__)
 
 SSE_TEST_NAME = "SSE_TEST.html"
-# Longest the shutdown waits for the first-start ingestion to finish the document it is on.
-INGESTION_STOP_SECONDS = 10.0
+# Longest the shutdown waits for the knowledge base's writers (the first-start ingestion, the folder watcher,
+# an upload) to finish the document each is on: they stop together, within this one bound.
+KNOWLEDGE_STOP_SECONDS = 10.0
 
 
 def sse_test_page() -> Path | None:
@@ -72,7 +74,7 @@ async def stop_knowledge(tasks: list[tuple[asyncio.Task[None], asyncio.Event | N
         else:
             task.cancel()
     if tasks:
-        await asyncio.wait({t for t, _ in tasks}, timeout=5.0)
+        await asyncio.wait({t for t, _ in tasks}, timeout=KNOWLEDGE_STOP_SECONDS)
     for task, _ in tasks:
         task.cancel()
 
@@ -95,22 +97,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            # Cancelling the task would not stop its thread: ask it to stop before its next file, and wait.
+            # Cancelling the task would not stop its thread: ask it to stop before its next file, and wait,
+            # together with the other writers (each a thread that cannot be stopped in a document's middle).
             services.stop_ingestion.set()
-            await asyncio.wait({ingestion}, timeout=INGESTION_STOP_SECONDS)
-            await stop_knowledge(background)
+            await asyncio.gather(
+                asyncio.wait({ingestion}, timeout=KNOWLEDGE_STOP_SECONDS),
+                stop_knowledge(background),
+                services.library.aclose(wait_seconds=KNOWLEDGE_STOP_SECONDS),
+            )
             await services.aclose()
 
+    # On Fly the API docs are off unless API_DOCS says otherwise: they map the API for anyone.
+    docs = settings.docs_enabled
     app = FastAPI(
         title="Zantara RAG",
         version=__version__,
         summary="Bali Zero's streaming RAG chat backend",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.include_router(chat_stream.router)
+    app.include_router(conversations.router)
     app.include_router(health.router)
-    app.include_router(prometheus.router)
+    if settings.metrics_port is None:  # else only on the metrics port (`create_metrics_app`)
+        app.include_router(prometheus.router)
     # Without AUTH_SECRET the admin paths answer 404 and stay out of the OpenAPI document.
     app.include_router(admin.router, include_in_schema=settings.auth_secret is not None)
 
@@ -128,6 +141,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             error_body(exc.code, exc.message, **extra), status_code=exc.status, headers=exc.response_headers()
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # Our error body (code and a fixed message), not FastAPI's 422 that would echo the input back.
+        error = (
+            InvalidFeedback()
+            if request.url.path == "/feedback"
+            else InvalidRequest("The request is not valid.")
+        )
+        return JSONResponse(error_body(error.code, error.message), status_code=error.status)
+
     @app.exception_handler(chat_stream.NoContent)
     async def no_content(request: Request, exc: chat_stream.NoContent) -> Response:
         return Response(status_code=204)
@@ -140,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=sorted(settings.allowed_origins),
-        allow_methods=["GET", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=[
             "Content-Type",
             "Authorization",
@@ -157,3 +180,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost of all, so that every response (a refusal too) carries the request id and is logged.
     app.add_middleware(RequestLog, trust_proxy_headers=settings.trust_proxy_headers)
     return app
+
+
+def create_metrics_app(app: FastAPI) -> FastAPI:
+    """What the `METRICS_PORT` listener serves: `/metrics` only, from the services `app`'s lifespan built."""
+    metrics_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    metrics_app.state = app.state
+    metrics_app.include_router(prometheus.router)
+    return metrics_app

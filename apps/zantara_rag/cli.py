@@ -1,4 +1,4 @@
-"""`zantara-rag`: serve, ingest, token."""
+"""`zantara-rag`: serve, ingest, token, report gaps, erase."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .settings import Settings, describe_validation_error
+
+if TYPE_CHECKING:
+    from .conversations.storage import ConversationStore
+
+T = TypeVar("T")
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -64,12 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         "--admin", action="store_true", help="may manage the knowledge base (/admin): keep it short-lived"
     )
 
+    report = sub.add_parser("report", help="reports for the operator, read from the conversation database")
+    reports = report.add_subparsers(dest="report", required=True)
+    gaps = reports.add_parser(
+        "gaps", help="questions the knowledge base fails (no source, degraded, rated -1), paraphrases grouped"
+    )
+    gaps.add_argument("--since", default="7d", help="how far back: 24h, 7d, 4w (default 7d)")
+    gaps.add_argument("--format", choices=["table", "json"], default="table", help="default: table")
+
+    erase = sub.add_parser(
+        "erase", help="delete every stored conversation of one user (needs LOG_HASH_KEY or AUTH_SECRET)"
+    )
+    erase.add_argument("--email", required=True, help="the user's e-mail (the token's subject)")
+
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "ingest":
-        return _ingest(args)
-    return _token(args)
+    commands = {"serve": _serve, "ingest": _ingest, "token": _token, "report": _report, "erase": _erase}
+    return commands[args.command](args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -140,18 +158,25 @@ def _ingest_remote(args: argparse.Namespace, settings: Settings, paths: list[Pat
 
 def _ingest_here(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> int:
     from .errors import EmbeddingModelMismatch
+    from .knowledge.enrichment import Enricher
     from .knowledge.ingest import ingest
     from .retrieval.embedder import Embedder
-    from .retrieval.store import VectorStore, connect
+    from .retrieval.store import INDEX_FORMAT, VectorStore
 
-    client = connect(settings)
     try:
-        if args.reset:
-            store = VectorStore.reset(client, settings.chroma_collection, settings.embedding_model)
-        else:
-            store = VectorStore(client, settings.chroma_collection, settings.embedding_model)
+        store = VectorStore.open(settings, reset=args.reset)
     except EmbeddingModelMismatch as exc:
         print(f"zantara-rag ingest: {exc.message}", file=sys.stderr)
+        return 2
+    if store.index_format < INDEX_FORMAT and store.count() > 0:
+        # Adding chunks of the new format to a collection of the old one would leave it half upgraded.
+        print(
+            f"zantara-rag ingest: the collection {store.name!r} was built by an earlier version of "
+            f"zantara-rag (index format {store.index_format}; this version writes {INDEX_FORMAT}). Rebuild "
+            "it from every folder it was built from: `zantara-rag ingest --reset FOLDER...` (the sample "
+            "knowledge base: `zantara-rag ingest --reset`).",
+            file=sys.stderr,
+        )
         return 2
     embedder = Embedder.from_settings(settings)
     report = ingest(
@@ -161,8 +186,11 @@ def _ingest_here(args: argparse.Namespace, settings: Settings, paths: list[Path]
         root=settings.knowledge_path,
         max_chars=settings.chunk_max_chars,
         overlap=settings.chunk_overlap_chars,
+        max_file_bytes=settings.ingest_max_file_bytes,
+        max_pdf_pages=settings.ingest_max_pdf_pages,
         prune=args.prune,
         progress=False if args.no_progress else None,
+        enricher=Enricher.from_settings(settings),
     )
     print(report.summary())
     return 1 if report.failed and report.files == len(report.failed) else 0
@@ -181,6 +209,76 @@ def _token(args: argparse.Namespace) -> int:
         print(f"zantara-rag token: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .conversations.gaps import gaps_report, parse_since, render_json, render_table
+    from .retrieval.embedder import Embedder
+
+    settings = load_settings()
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"zantara-rag report gaps: {exc}", file=sys.stderr)
+        return 2
+    embedders: list[Embedder] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        if not embedders:  # loaded only when there is something to group
+            embedders.append(Embedder.from_settings(settings))
+        return embedders[0].embed(texts)
+
+    report = _with_store(settings, lambda store: gaps_report(store, embed, since))
+    if report is None:
+        return 1
+    print(render_json(report) if args.format == "json" else render_table(report))
+    return 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from .logs import KeyedHash
+
+    settings = load_settings()
+    if settings.log_hash_key is None and settings.auth_secret is None:
+        print(
+            "zantara-rag erase: set the service's LOG_HASH_KEY (or AUTH_SECRET, from which the key is "
+            "derived when LOG_HASH_KEY is unset): owners are stored as its keyed hash",
+            file=sys.stderr,
+        )
+        return 2
+    owner = KeyedHash.from_settings(settings)(args.email)
+    erased = _with_store(settings, lambda store: store.erase_owner(owner))
+    if erased is None:
+        return 1
+    print(f"erased {erased} conversation(s)")
+    return 0
+
+
+def _with_store(settings: Settings, work: Callable[[ConversationStore], Awaitable[T]]) -> T | None:
+    """Run `work` on the conversation database (migrated first, as the service does); None if it failed."""
+    import asyncio
+
+    from .conversations.database import create_engine, migrate
+    from .conversations.storage import ConversationStore
+    from .logs import configure_logging
+
+    configure_logging(settings)
+
+    async def run() -> T:
+        engine = create_engine(settings)
+        try:
+            await migrate(engine)
+            return await work(ConversationStore(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, SQLAlchemyError) as exc:
+        print(
+            f"zantara-rag: the conversation database cannot be used ({type(exc).__name__})", file=sys.stderr
+        )
+        return None
 
 
 if __name__ == "__main__":

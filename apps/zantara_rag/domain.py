@@ -35,9 +35,15 @@ class ChatRequest:
 # --- a chunk's stored text: a heading line (title and section), a blank line, then the body.
 
 
-def chunk_text(title: str, section: str, body: str) -> str:
-    """What gets embedded and stored: the title and section give a bare paragraph its context."""
+def chunk_text(title: str, section: str, body: str, also: str = "") -> str:
+    """What gets embedded and stored: the title and section give a bare paragraph its context.
+
+    `also` (the document's title in the other language) is a second heading line: the English embedding model
+    then places an Indonesian document's chunks near English questions too (docs/retrieval.md).
+    """
     head = f"{title} — {section}" if section else title
+    if also:
+        head = f"{head}\n{also}"
     return f"{head}\n\n{body}"
 
 
@@ -66,8 +72,12 @@ class Passage:
     doc: str
     similarity: float
     chunks: list[str] = field(default_factory=list)
+    # The document's language code (`language` front-matter key), when known: the extractive answer prefers
+    # sentences in the question's language. Not on the wire.
+    language: str | None = None
 
-    def source(self) -> Source:
+    def source(self, cited: list[str] | None = None) -> Source:
+        """This passage as the sources event lists it; `cited`: the spans of it the answer cited."""
         return Source(
             source=self.title,
             snippet=snippet(self.chunks[0]),
@@ -75,7 +85,28 @@ class Passage:
             url=self.url or None,
             section=self.section or None,
             id=self.doc,
+            cited=cited or None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A passage span that supports part of an answer: passage `number` (its `[n]`) and the text cited."""
+
+    number: int
+    cited_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """In an answer's stream of text deltas: the text from here to the next `Span` rests on `citations`
+    (none: uncited text). What Claude's cited content blocks, and the extractive answer's lines, become."""
+
+    citations: tuple[Citation, ...] = ()
+
+
+# What an answer streams: text deltas, and a `Span` wherever the citations behind the text change.
+AnswerPiece = str | Span
 
 
 @dataclass
@@ -90,6 +121,9 @@ class AnswerMeta:
     upstream_attempts: int = 0
     # Milliseconds per stage (queue, prompt, upstream_connect, upstream_first_token), with TIMING_HEADERS.
     timing: dict[str, float] = field(default_factory=dict)
+    # What the stream sent, for the conversation's record: the text of each text event, and the sources event.
+    text: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -101,7 +135,7 @@ class FinishedStream(Protocol):
     """What the end-of-stream hooks (the log line, the metrics) read of a stream that has just ended."""
 
     @property
-    def id(self) -> str: ...
+    def tag(self) -> str: ...
     @property
     def outcome(self) -> str | None: ...
     @property

@@ -72,6 +72,24 @@ class BudgetExhausted(ZantaraError):
     message = "Zantara has answered as many questions as it can today. Please try again tomorrow."
 
 
+class InvalidFeedback(InvalidRequest):
+    code = "invalid_feedback"
+    message = (
+        'Feedback must look like {"conversation_id": "...", "turn": 1, "rating": 1 or -1, "comment": "..."}.'
+    )
+
+
+class NotFound(ZantaraError):
+    """Also what something that belongs to someone else looks like: nobody learns which ids exist."""
+
+    code = "not_found"
+    status = 404
+    message = "Not found."
+
+
+NO_CONVERSATION = "There is no such conversation, or it is not yours."
+
+
 class InvalidEmail(InvalidRequest):
     code = "invalid_email"
     message = "The e-mail address is not valid."
@@ -110,7 +128,14 @@ class ShuttingDown(ZantaraError):
     message = "Zantara is restarting. Please ask again in a few seconds."
 
 
-class EmbeddingModelMismatch(ZantaraError):
+class CannotStart(ZantaraError):
+    """A refusal to start (logged, the process exits); never sent to a client, so not in docs/api.md."""
+
+    code = "cannot_start"
+    status = 503
+
+
+class EmbeddingModelMismatch(CannotStart):
     """The collection was built with another embedding model: searching it would return garbage."""
 
     code = "embedding_model_mismatch"
@@ -121,12 +146,6 @@ class Forbidden(ZantaraError):
     code = "forbidden"
     status = 403
     message = "This token may not manage the knowledge base: mint one with `zantara-rag token --admin`."
-
-
-class NotFound(ZantaraError):
-    code = "not_found"
-    status = 404
-    message = "Not found."
 
 
 class UploadTooLarge(ZantaraError):
@@ -160,3 +179,17 @@ class KnowledgeUnavailable(ZantaraError):
         "The knowledge base could not be written right now. The document being written keeps its previous "
         "version; documents listed before it were saved. Please try again in a moment."
     )
+
+
+class IndexOutdated(CannotStart):
+    """The collection was built by an earlier version, in a format this version cannot search correctly."""
+
+    code = "index_outdated"
+    status = 503
+
+
+class InvalidGlossary(CannotStart):
+    """GLOSSARY_PATH (or the bundled glossary) is not a list of {en, id} entries."""
+
+    code = "invalid_glossary"
+    status = 503

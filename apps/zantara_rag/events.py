@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from .errors import ZantaraError
@@ -35,6 +35,27 @@ def clean_text(text: str) -> str:
     return text
 
 
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+MAX_URL_CHARS = 2048
+
+
+def http_url(value: object) -> str | None:
+    """`value` when it is an absolute http(s) URL (a link a page may render as is), else None.
+
+    Anything else (`javascript:`, `data:`, a relative path, a URL with spaces or control characters that a
+    browser would strip into another scheme) is dropped, never repaired.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_URL_CHARS:
+        return None
+    if any(ch.isspace() or not ch.isprintable() for ch in value):  # browsers strip these silently
+        return None
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError:
+        return None
+    return value
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(populate_by_name=True, frozen=True)
 
@@ -43,12 +64,25 @@ class _Event(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
+class Cite(_Event):
+    """A passage span that supports the text: `source` is its `[n]` (1-based, into the sources list)."""
+
+    source: int = Field(ge=1)
+    cited_text: str = Field(alias="citedText")
+
+
 class TextEvent(_Event):
-    """One piece of the answer, in order."""
+    """One piece of the answer, in order.
+
+    `citations`, when present, starts a new span of the answer: this text and that of the following text
+    events, up to the next one that carries `citations`, rests on these passage spans (`[]`: on none).
+    Text before the first `citations` is uncited. Clients that ignore the key see the same answer.
+    """
 
     text: str
     sequence_number: int = Field(alias="sequenceNumber", ge=1)
     timestamp: float
+    citations: list[Cite] | None = None
 
 
 class Source(_Event):
@@ -60,6 +94,13 @@ class Source(_Event):
     url: str | None = None
     section: str | None = None
     id: str | None = None
+    # The exact spans of this source the answer cited (Claude's `cited_text`), in the order first cited.
+    cited: list[str] | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _http_only(cls, value: object) -> str | None:
+        return http_url(value)
 
 
 class SourcesEvent(_Event):
@@ -87,6 +128,8 @@ class DoneEvent(_Event):
     # Only with TIMING_HEADERS=true (benchmarks): milliseconds spent in each stage of the producer. A
     # benchmark aid, not part of the documented contract: left out of the schema.
     timing: SkipJsonSchema[dict[str, float] | None] = None
+    # The conversation this answer belongs to: send it back as `conversation_id` to continue it.
+    conversation_id: str | None = Field(None, alias="conversationId")
 
 
 class ErrorEvent(_Event):

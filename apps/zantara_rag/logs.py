@@ -58,21 +58,49 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     # Chatty third parties: their INFO lines are not ours to ship.
-    # The SDK's DEBUG lines carry request bodies (the question): WARNING even with LOG_LEVEL=debug.
-    for name in ("httpx", "httpx2", "chromadb", "sentence_transformers", "urllib3", "anthropic"):
+    # The SDK's DEBUG lines carry request bodies (the question), SQLAlchemy's and the database drivers' INFO
+    # and DEBUG lines statement parameters (questions, answers): WARNING even with LOG_LEVEL=debug.
+    for name in (
+        "httpx", "httpx2", "chromadb", "sentence_transformers", "urllib3", "anthropic",
+        "sqlalchemy", "aiosqlite", "asyncpg",
+    ):  # fmt: skip
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime
 
 
-class EmailHasher:
-    """A keyed hash (HMAC-SHA256) of an e-mail address: the same user correlates across lines, the address
-    never appears. The key is `LOG_HASH_KEY`, or random per process (hashes then change at each restart)."""
+# Domain separation: the derived key is never the secret itself, nor what any other use of it computes.
+DERIVED_KEY_LABEL = b"zantara-rag: the key of keyed hashes"
+
+
+class KeyedHash:
+    """Keyed hashes (HMAC-SHA256, 24 hex characters) of what must be correlated but never shown: a user's
+    e-mail address, a stream id, who owns a stream. The key is `LOG_HASH_KEY`, or random per process
+    (hashes then change at each restart)."""
 
     def __init__(self, key: SecretStr | None) -> None:
         self._key = key.get_secret_value().encode() if key is not None else secrets.token_bytes(32)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyedHash:
+        """`LOG_HASH_KEY`; without it, a key derived from `AUTH_SECRET`, so that the owners of conversations
+        and the users in logs keep their hashes across restarts and machines; without either, random."""
+        if settings.log_hash_key is not None:
+            return cls(settings.log_hash_key)
+        if settings.auth_secret is not None:
+            secret = settings.auth_secret.get_secret_value().encode()
+            return cls(SecretStr(hmac.new(secret, DERIVED_KEY_LABEL, hashlib.sha256).hexdigest()))
+        return cls(None)
+
     def __call__(self, email: str) -> str:
-        return hmac.new(self._key, email.strip().lower().encode(), hashlib.sha256).hexdigest()[:24]
+        """An e-mail address, case-insensitively (the `user` field of log lines)."""
+        return self._hash(email.strip().lower())
+
+    def of(self, kind: str, value: str) -> str:
+        """Anything else, separated by `kind` so that equal values of two kinds never share a hash."""
+        return self._hash(f"{kind}\x00{value}")
+
+    def _hash(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 stream_log = logging.getLogger("zantara_rag.streams")
@@ -80,7 +108,7 @@ stream_log = logging.getLogger("zantara_rag.streams")
 
 def log_stream_end(stream: FinishedStream) -> None:
     """One line per finished stream: what an operator needs to follow an answer, nothing a user typed."""
-    fields: dict[str, Any] = {"stream_id": stream.id, **stream.log_fields, "outcome": stream.outcome}
+    fields: dict[str, Any] = {"stream": stream.tag, **stream.log_fields, "outcome": stream.outcome}
     meta = stream.meta
     if meta is not None:
         fields.update(model=meta.model, degraded=meta.degraded)

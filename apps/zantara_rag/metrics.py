@@ -23,6 +23,7 @@ from .domain import FinishedStream
 
 _FIRST_CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 _DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+_WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RETRIEVAL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _KB_WRITE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -83,6 +84,18 @@ class Metrics:
             "Text chunks generated while their stream had no reader (waiting for a resume).",
             registry=r,
         )
+        self.upstream_breaker_state = Gauge(
+            "zantara_upstream_breaker_state",
+            "Each model's circuit breaker: 0 closed, 1 half-open (one probe request), 2 open (skipped).",
+            ["model"],
+            registry=r,
+        )
+        self.upstream_breaker_skips_total = Counter(
+            "zantara_upstream_breaker_skips_total",
+            "Requests to a model not sent because its circuit breaker was open.",
+            ["model"],
+            registry=r,
+        )
         self.rate_limited_total = Counter(
             "zantara_rate_limited_total",
             "Requests refused by rate limiting, by reason.",
@@ -109,6 +122,33 @@ class Metrics:
             "zantara_kb_refreshes_total",
             "Knowledge base changes noticed, by origin: local (this process wrote) or remote (another did).",
             ["origin"],
+            registry=r,
+        )
+        # Conversations (apps/zantara_rag/conversations): each turn is written after its stream has ended.
+        self.turns_stored_total = Counter(
+            "zantara_turns_stored_total", "Conversation turns written to the database.", registry=r
+        )
+        self.turns_lost_total = Counter(
+            "zantara_turns_lost_total",
+            "Conversation turns that could not be written (database failing, unreachable or not migrated).",
+            registry=r,
+        )
+        self.turns_pending = Gauge(
+            "zantara_turns_pending", "Finished turns waiting to be written to the database.", registry=r
+        )
+        self.turn_write_seconds = Histogram(
+            "zantara_turn_write_seconds",
+            "From the end of a stream to the commit of its turn.",
+            buckets=_WRITE_BUCKETS,
+            registry=r,
+        )
+        self.turns_purged_total = Counter(
+            "zantara_turns_purged_total", "Turns deleted by CONVERSATION_RETENTION_DAYS.", registry=r
+        )
+        self.feedback_total = Counter(
+            "zantara_feedback_total",
+            "Ratings received on answers, by rating: up (1) or down (-1).",
+            ["rating"],
             registry=r,
         )
 

@@ -30,11 +30,12 @@ from bench.stats import across, ratio, summary
 
 def _chunk_texts(n: int) -> list[str]:
     from zantara_rag.knowledge.chunking import chunk_document
-    from zantara_rag.knowledge.documents import discover, load
+    from zantara_rag.knowledge.documents import load
+    from zantara_rag.knowledge.files import discover
     from zantara_rag.settings import DEFAULT_KNOWLEDGE_PATH
 
     texts: list[str] = []
-    for file in discover([DEFAULT_KNOWLEDGE_PATH]):
+    for file in discover([DEFAULT_KNOWLEDGE_PATH]).files:
         document = load(file)
         texts.extend(c.embedding_text(document.title) for c in chunk_document(document, 1200, 150))
     return texts[:n]

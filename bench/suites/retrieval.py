@@ -1,9 +1,15 @@
 """Vector search and the whole retrieval step per knowledge-base size (`python -m bench.suites.retrieval`).
 
 - `search`: `VectorStore.query` (Chroma's HNSW top-k plus its documents and metadata) for precomputed vectors.
-- `retrieve`: `Retriever.retrieve` as a request runs it: query embedding (worker thread) + search + grouping.
+- `retrieve`: `Retriever.retrieve` as a request runs it: language, glossary, the question and its gloss
+  embedded in one batch (worker thread), one Chroma request for both, BM25 over the lexical index, fusion,
+  the off-topic cut-off, grouping.
+- `retrieve_before`: the retriever before issue #12 (one vector, Chroma, the word-overlap re-rank;
+  `bench.retrieval_quality.Baseline`), measured in the same run on the same store: the baseline of the ratio.
+- `lexical_build_ms`: building the lexical index from the collection (what a start or a refresh costs).
 
-Distinct questions throughout; the first query after opening (index load) is reported on its own.
+The questions are the labelled ones of tests/data (English and Indonesian, both directions), each made
+distinct with a suffix; the first query after opening (index load) is reported on its own.
 """
 
 from __future__ import annotations
@@ -20,32 +26,54 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bench import kb, machine
-from bench.loadgen import query
-from bench.stats import across, summary
+from bench.stats import across, ratio, summary
+
+QUESTIONS = Path(__file__).resolve().parents[2] / "tests" / "data" / "questions.json"
+
+
+def questions() -> list[str]:
+    return [q["question"] for q in json.loads(QUESTIONS.read_text(encoding="utf-8"))]
+
+
+def query(i: int, pool: list[str]) -> str:
+    """A distinct question for every call of a run (so no cache can serve it)."""
+    return f"{pool[i % len(pool)]} (case {i})"
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench.retrieval_quality import Baseline
+    from zantara_rag.language import load_language_model
     from zantara_rag.retrieval.embedder import Embedder
+    from zantara_rag.retrieval.glossary import Glossary
+    from zantara_rag.retrieval.mirror import LexicalMirror
     from zantara_rag.retrieval.search import Retriever
-    from zantara_rag.retrieval.store import VectorStore, connect
+    from zantara_rag.retrieval.store import VectorStore
     from zantara_rag.settings import Settings
 
     rounds, n = int(spec["rounds"]), int(spec["queries"])
+    pool = questions()
     embedder = Embedder(Settings().embedding_model, backend=spec.get("backend", "auto"))
-    vectors = embedder.embed([query(100_000 + i) for i in range(rounds * n)])
+    vectors = embedder.embed([query(100_000 + i, pool) for i in range(rounds * n)])
+    load_language_model()
+    glossary = Glossary.load()
     out: dict[str, Any] = {"backend": embedder.backend}
     loop = asyncio.new_event_loop()
     for size in spec["sizes"]:
         settings = Settings(chroma_path=Path(spec["kb"][str(size)]), auto_ingest=False)
         t = time.perf_counter()
-        store = VectorStore(connect(settings), settings.chroma_collection, settings.embedding_model)
+        store = VectorStore.open(settings)
         open_ms = (time.perf_counter() - t) * 1000
-        retriever = Retriever.from_settings(embedder, store, settings)
-        k = retriever.fetch_k  # as many chunks as the service asks for (re-rank candidates)
+        mirror = LexicalMirror(store)
+        t = time.perf_counter()
+        mirror.refresh()
+        lexical_build_ms = (time.perf_counter() - t) * 1000
+        retriever = Retriever.from_settings(embedder, store, settings, mirror=mirror, glossary=glossary)
+        before = Baseline(embedder, store, settings.retrieval_top_k, settings.sources_top_k)
+        k = retriever.candidates
         t = time.perf_counter()
         store.query(vectors[0], k)
         first_ms = (time.perf_counter() - t) * 1000
-        search_runs, retrieve_runs = [], []
+        runs: dict[str, list[dict[str, Any]]] = {"search": [], "retrieve": [], "retrieve_before": []}
         for r in range(rounds):
             cpu = machine.CpuWindow({"self": os.getpid()}).start()
             times = []
@@ -53,29 +81,36 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 t = time.perf_counter()
                 store.query(vectors[r * n + i], k)
                 times.append((time.perf_counter() - t) * 1000)
-            search_runs.append({**summary(times), **cpu.stop().report()})
+            runs["search"].append({**summary(times), **cpu.stop().report()})
 
-            async def whole(
-                retriever: Retriever = retriever, first: int = 200_000 + size + r * n
-            ) -> list[float]:
-                times = []
-                for i in range(n):
-                    t = time.perf_counter()
-                    await retriever.retrieve(query(first + i))
-                    times.append((time.perf_counter() - t) * 1000)
-                return times
+            for name, subject, first in (
+                ("retrieve", retriever, 200_000 + size + r * n),
+                ("retrieve_before", before, 300_000 + size + r * n),
+            ):
 
-            cpu = machine.CpuWindow({"self": os.getpid()}).start()
-            retrieve_runs.append({**summary(loop.run_until_complete(whole())), **cpu.stop().report()})
+                async def whole(subject: Any = subject, first: int = first) -> list[float]:
+                    times = []
+                    for i in range(n):
+                        t = time.perf_counter()
+                        await subject.retrieve(query(first + i, pool))
+                        times.append((time.perf_counter() - t) * 1000)
+                    return times
+
+                cpu = machine.CpuWindow({"self": os.getpid()}).start()
+                runs[name].append({**summary(loop.run_until_complete(whole())), **cpu.stop().report()})
         keys = ["p50", "p90", "p99", "other_processes_cores"]
-        out[str(size)] = {
+        result = {
             "chunks": store.count(),
-            "fetch_k": k,
+            "fusion_candidates": k,
             "open_ms": round(open_ms, 1),
+            "lexical_build_ms": round(lexical_build_ms, 1),
             "first_query_ms": round(first_ms, 1),
-            "search_ms": across(search_runs, keys),
-            "retrieve_ms": across(retrieve_runs, keys),
+            **{f"{name}_ms": across(found, keys) for name, found in runs.items()},
         }
+        result["retrieve_vs_before_p50"] = ratio(
+            result["retrieve_ms"]["p50"], result["retrieve_before_ms"]["p50"]
+        )
+        out[str(size)] = result
     loop.close()
     embedder.close()
     return out

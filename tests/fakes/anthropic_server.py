@@ -48,8 +48,18 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-NO_ANSWER = "I could not find this in the knowledge base."
-CONTINUED = " (continued)."
+from tests.fakes.answers import (
+    CONTINUED,
+    NO_ANSWER,
+    Segment,
+    citation,
+    default_answer,
+    default_segments,
+    request_problem,
+)
+
+__all__ = ["CONTINUED", "NO_ANSWER", "default_answer"]  # what tests import from here
+
 
 SCENARIO_FIELDS = frozenset(
     {
@@ -75,6 +85,10 @@ SCENARIO_FIELDS = frozenset(
         "cut_after_chunks",
         "cut_mode",  # "close" (default: FIN mid-body) or "reset" (TCP RST)
         "stop_reason",
+        "segments",  # [{"text", "cite": [[search_result_index, start, end] or a citation object]}]: blocks
+        "restate",  # a continuation starts this many characters early, repeating the end of the answer so far
+        "thinking",  # a (not displayed) thinking block before the text, as adaptive thinking sends it
+        "error_code",  # error.details.error_code of an error response (enforced_spend_limit_reached...)
         "input_tokens",
         "cache_read_input_tokens",
         "cache_creation_input_tokens",
@@ -135,11 +149,30 @@ def _event(name: str, obj: Any) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
-BLOCK_START_AND_PING = _event(
-    "content_block_start",
-    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-) + _event("ping", {"type": "ping"})
-BLOCK_STOP = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+PING = _event("ping", {"type": "ping"})
+
+
+def block_start(index: int, block: dict[str, Any] | None = None) -> bytes:
+    content_block = block or {"type": "text", "text": ""}
+    return _event(
+        "content_block_start", {"type": "content_block_start", "index": index, "content_block": content_block}
+    )
+
+
+def block_stop(index: int) -> bytes:
+    return _event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> bytes:
+    return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+# A thinking block as the 4.6+ models send one whose thinking is not displayed: no text, a signature.
+THINKING_BLOCK = (
+    block_start(0, {"type": "thinking", "thinking": "", "signature": ""})
+    + block_delta(0, {"type": "signature_delta", "signature": "c2lnbmF0dXJlLW9mLXRoZS1mYWtl"})
+    + block_stop(0)
+)
 MESSAGE_STOP = _event("message_stop", {"type": "message_stop"})
 _DELTA_HEAD = (
     b"event: content_block_delta\n"
@@ -178,63 +211,6 @@ def _head(status: int, headers: list[tuple[str, str]], keep_alive: bool) -> byte
 
 
 # ---------------------------------------------------------------------------------------------------
-# The deterministic default answer
-# ---------------------------------------------------------------------------------------------------
-
-
-def _block_texts(content: Any) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    if isinstance(content, list):
-        return [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)]
-    return []
-
-
-def _source_title_and_text(block: dict[str, Any]) -> tuple[str, str]:
-    """Title and first text of a ``search_result`` or ``document`` block."""
-    title = block.get("title")
-    if block.get("type") == "search_result":
-        texts = _block_texts(block.get("content"))
-        default_title = block.get("source") or "Search result"
-    else:
-        source = block.get("source")
-        texts = []
-        if isinstance(source, dict):
-            if source.get("type") == "text" and isinstance(source.get("data"), str):
-                texts = [source["data"]]
-            elif source.get("type") == "content":
-                texts = _block_texts(source.get("content"))
-        default_title = "Document"
-    return (title if isinstance(title, str) and title else str(default_title)), (texts[0] if texts else "")
-
-
-def default_answer(body: dict[str, Any]) -> str:
-    """The answer "Claude" gives when no scenario sets one: grounded only in the request's sources."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        messages = []
-    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
-    content = last_user.get("content") if last_user else None
-    sources = []
-    if isinstance(content, list):
-        sources = [
-            b for b in content if isinstance(b, dict) and b.get("type") in ("search_result", "document")
-        ]
-    if sources:
-        title, text = _source_title_and_text(sources[0])
-        answer = f"According to {title} [1], {text[:100]}."
-        if len(sources) > 1:
-            answer += " See also [2]."
-    else:
-        answer = NO_ANSWER
-    last = messages[-1] if messages else None
-    if isinstance(last, dict) and last.get("role") == "assistant":
-        prefill = "".join(_block_texts(last.get("content")))
-        return answer[len(prefill) :] if answer.startswith(prefill) else CONTINUED
-    return answer
-
-
-# ---------------------------------------------------------------------------------------------------
 # Scenarios
 # ---------------------------------------------------------------------------------------------------
 
@@ -256,7 +232,16 @@ def validate_scenario(scenario: Any) -> dict[str, Any]:
         raise ValueError("chunks must be a list of strings")
     if scenario.get("cut_mode", "close") not in ("close", "reset"):
         raise ValueError("cut_mode must be 'close' or 'reset'")
-    for key in ("text", "match_model", "stop_reason", "error_type", "error_message"):
+    segments = scenario.get("segments")
+    if segments is not None and not (
+        isinstance(segments, list)
+        and all(
+            isinstance(g, dict) and isinstance(g.get("text"), str) and set(g) <= {"text", "cite"}
+            for g in segments
+        )
+    ):
+        raise ValueError('segments must be a list of {"text": str, "cite": [[index, start, end], ...]}')
+    for key in ("text", "match_model", "stop_reason", "error_type", "error_message", "error_code"):
         if key in scenario and not isinstance(scenario[key], str):
             raise ValueError(f"{key} must be a string")
     for key in (
@@ -265,6 +250,7 @@ def validate_scenario(scenario: Any) -> dict[str, Any]:
         "stall_after_chunks",
         "error_after_chunks",
         "cut_after_chunks",
+        "restate",
         "input_tokens",
         "cache_read_input_tokens",
         "cache_creation_input_tokens",
@@ -301,6 +287,74 @@ def draw_fault(spec: dict[str, Any], n: int, n_chunks: int) -> tuple[str | None,
     if fault == "cut":
         return fault, {"cut_after_chunks": at}
     return fault, {"stall_after_chunks": at, "stall_ms": spec.get("stall_ms", 600_000)}
+
+
+def _cite(body: dict[str, Any], ref: list[int] | dict[str, Any]) -> dict[str, Any]:
+    """A scenario's citation: ``[search_result_index, start, end]`` of the request, or an object as is."""
+    return ref if isinstance(ref, dict) else citation(body, *ref)
+
+
+class _Answer:
+    """One answer as deltas: its content blocks (text and citations) cut into chunks, and their frames.
+
+    A plain answer (one uncited block, no thinking) is framed lazily from the cached delta frames, as the
+    load tests need; anything else (a few hundred characters) is framed up front. Each cited block starts
+    a new content block whose ``citations_delta`` events come before its first text, as the API sends them.
+    """
+
+    def __init__(self, body: dict[str, Any], plan: dict[str, Any]) -> None:
+        if "chunks" in plan:
+            blocks = [(list(plan["chunks"]) * int(plan.get("repeat", 1)), [])]
+        else:
+            size = int(plan.get("chunk_size", 16))
+            if "text" in plan:
+                segments: list[Segment] = [(plan["text"] * int(plan.get("repeat", 1)), [])]
+            elif "segments" in plan:
+                segments = [
+                    (g["text"], [_cite(body, ref) for ref in g.get("cite") or []]) for g in plan["segments"]
+                ]
+            else:
+                segments = default_segments(body, int(plan.get("restate", 0)))
+            blocks = [([t[i : i + size] for i in range(0, len(t), size)], cites) for t, cites in segments]
+            blocks = [b for b in blocks if b[0] or b[1]] or [([], [])]
+        first = 1 if plan.get("thinking") else 0
+        self.blocks = blocks
+        self.first = first
+        self.chunks = [c for chunks, _ in blocks for c in chunks]
+        self.block_of = [first + b for b, (chunks, _) in enumerate(blocks) for _ in chunks]
+        self.head = (THINKING_BLOCK if first else b"") + block_start(first) + PING
+        self.plain = first == 0 and len(blocks) == 1 and not blocks[0][1]
+        self.frames: list[bytes] = [] if self.plain else self._frames()
+
+    def _frames(self) -> list[bytes]:
+        frames = []
+        index = self.first
+        for b, (chunks, cites) in enumerate(self.blocks):
+            opening = b"" if b == 0 else block_stop(index) + block_start(index + 1)
+            index += b != 0
+            opening += b"".join(block_delta(index, {"type": "citations_delta", "citation": c}) for c in cites)
+            for k, chunk in enumerate(chunks):
+                frames.append(
+                    (opening if k == 0 else b"") + block_delta(index, {"type": "text_delta", "text": chunk})
+                )
+        return frames
+
+    def frame(self, i: int) -> bytes:
+        return delta_frame(self.chunks[i]) if self.plain else self.frames[i]
+
+    def last_index(self, sent: int) -> int:
+        return self.block_of[sent - 1] if sent else self.first
+
+    def content_blocks(self, sent: int) -> list[dict[str, Any]]:
+        """The non-streamed ``content``: the blocks of the first ``sent`` chunks, with their citations."""
+        out: list[dict[str, Any]] = []
+        taken = 0
+        for chunks, cites in self.blocks:
+            text = "".join(chunks[: max(0, sent - taken)])
+            taken += len(chunks)
+            if text or not out:
+                out.append({"type": "text", "text": text, **({"citations": cites} if cites else {})})
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,7 +412,8 @@ class _Stream(_Exchange):
         conn: _Conn,
         rec: dict[str, Any],
         *,
-        get_chunk: Callable[[int], str],
+        get_frame: Callable[[int], bytes],
+        last_index: Callable[[int], int],
         n_chunks: int,
         plan: dict[str, Any],
         head: bytes,
@@ -367,7 +422,8 @@ class _Stream(_Exchange):
     ) -> None:
         super().__init__(state, conn, rec)
         self.loop = state.loop
-        self.get_chunk = get_chunk
+        self.get_frame = get_frame
+        self.last_index = last_index
         self.n = n_chunks
         self.i = 0
         self.delay = float(plan.get("delay_ms", 0)) / 1000
@@ -434,13 +490,14 @@ class _Stream(_Exchange):
                     "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
                     "usage": usage,
                 }
-                write(BLOCK_STOP + _event("message_delta", delta) + MESSAGE_STOP + LAST_CHUNK)
+                stop = block_stop(self.last_index(i))
+                write(stop + _event("message_delta", delta) + MESSAGE_STOP + LAST_CHUNK)
                 self._finish("completed")
                 return
             if conn.paused:
                 self.waiting_write = True
                 return
-            write(delta_frame(self.get_chunk(i)))
+            write(self.get_frame(i))
             self.i = i + 1
             rec["chunks_sent"] = i + 1
             if self.delay > 0 and self.i < self.n:
@@ -546,6 +603,8 @@ class FakeState:
         message: str | None = None,
         rec: dict[str, Any] | None = None,
         headers: list[tuple[str, str]] | None = None,
+        *,
+        details: dict[str, Any] | None = None,
     ) -> None:
         error_type = error_type or ERROR_TYPES.get(
             status, "api_error" if status >= 500 else "invalid_request_error"
@@ -556,6 +615,8 @@ class FakeState:
             "error": {"type": error_type, "message": message or ERROR_MESSAGES.get(error_type, "Error")},
             "request_id": request_id,
         }
+        if details is not None:
+            body["error"]["details"] = details
         self.send_json(conn, status, body, [("request-id", request_id), *(headers or [])])
 
     # -- routing --------------------------------------------------------------------------------------
@@ -683,7 +744,7 @@ class FakeState:
         if len(raw) > MAX_BODY_BYTES:
             reject(413, ERROR_MESSAGES["request_too_large"])
             return
-        problem = _validate_body(body)
+        problem = _validate_body(body) or request_problem(body)
         if problem:
             reject(400, problem)
             return
@@ -692,22 +753,9 @@ class FakeState:
         scenario = self.take_scenario(model)
         plan = dict(scenario)
 
-        # The answer and its deltas.
-        if "chunks" in plan:
-            chunk_list = list(plan["chunks"]) * int(plan.get("repeat", 1))
-            n_chunks = len(chunk_list)
-
-            def get_chunk(i: int) -> str:
-                return chunk_list[i]
-        else:
-            text = plan["text"] if "text" in plan else default_answer(body)
-            text *= int(plan.get("repeat", 1))
-            size = int(plan.get("chunk_size", 16))
-            n_chunks = -(-len(text) // size)
-
-            def get_chunk(i: int) -> str:
-                return text[i * size : (i + 1) * size]
-
+        # The answer: content blocks (each with its citations) cut into deltas.
+        answer = _Answer(body, plan)
+        n_chunks = len(answer.chunks)
         stop_reason = plan.get("stop_reason", "end_turn")
         max_tokens = body["max_tokens"]
         if n_chunks > max_tokens:
@@ -733,7 +781,10 @@ class FakeState:
             rec["outcome"] = "http_error"
             rec["ended_at"] = time.time()
             self.outcomes["http_error"] += 1
-            self.send_error(conn, status, plan.get("error_type"), plan.get("error_message"), rec, extra)
+            details = {"error_code": plan["error_code"]} if "error_code" in plan else None
+            self.send_error(
+                conn, status, plan.get("error_type"), plan.get("error_message"), rec, extra, details=details
+            )
             return
 
         rec["status"] = 200
@@ -744,13 +795,12 @@ class FakeState:
         }
         msg_id = f"msg_{n}"
         if not rec["stream"]:
-            full = "".join(get_chunk(i) for i in range(n_chunks))
             message = {
                 "id": msg_id,
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": full}],
+                "content": answer.content_blocks(n_chunks),
                 "stop_reason": stop_reason,
                 "stop_sequence": None,
                 "usage": dict(usage, output_tokens=n_chunks),
@@ -778,14 +828,13 @@ class FakeState:
             ("request-id", rec["request_id"]),
             *extra,
         ]
-        head = (
-            _head(200, head_headers, conn.keep_alive) + _event("message_start", start) + BLOCK_START_AND_PING
-        )
+        head = _head(200, head_headers, conn.keep_alive) + _event("message_start", start) + answer.head
         _Stream(
             self,
             conn,
             rec,
-            get_chunk=get_chunk,
+            get_frame=answer.frame,
+            last_index=answer.last_index,
             n_chunks=n_chunks,
             plan=plan,
             head=head,

@@ -1,11 +1,18 @@
-"""The answer chain: Claude with a retry and a fallback model, always ending in a grounded answer.
+"""The answer chain: Claude with a retry, a fallback model and a circuit breaker per model, always ending in a
+grounded answer.
 
-Before any text has been sent, a retryable failure is retried once (after a capped `retry-after`), then
-the fallback model is tried, then the extractive answer is given (`degraded`). Auth and request errors
-skip straight to the extractive answer and are logged loudly: they need an operator, not a retry.
-After text has been sent, the fallback model continues the answer from where it stopped (the partial
-answer is its assistant prefill); if that fails too, `UpstreamInterrupted` ends the stream and the text
-already sent stands.
+The chain is the primary model, the primary model again, then the fallback model (when one is set). Each
+failure moves along it:
+
+- Before any text, a retryable failure (overloaded, rate limited, cut, silent) moves to the next attempt,
+  the first retry after a capped `retry-after`. A failure that needs an operator (authentication, billing,
+  spend limits, the model names, a malformed request) ends Claude's part at once and is logged loudly.
+- After text was sent, the next attempt continues the answer from where it stopped (`continuation`): the
+  fallback model when there is one, otherwise the primary model's retry. With no attempt left,
+  `UpstreamInterrupted` ends the stream and the text already sent stands.
+
+A model whose circuit breaker is open is skipped at no cost (`breaker`). When no model answers, the
+extractive answer is given, `degraded`.
 """
 
 from __future__ import annotations
@@ -14,33 +21,45 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import aclosing
 
-from ..domain import EXTRACTIVE, AnswerMeta, ChatRequest, Passage
+from ..domain import EXTRACTIVE, AnswerMeta, AnswerPiece, ChatRequest, Citation, Passage, Span
 from ..errors import UpstreamInterrupted
 from ..settings import Settings
-from .claude import FATAL_STATUSES, Claude, classify
-from .extractive import compose, pieces
+from .breaker import Breakers
+from .claude import Claude, UpstreamFailure, classify
+from .continuation import continuation_messages, trim_seam
+from .extractive import compose_spans, pieces
 from .prompt import build_messages, build_system
 from .team import Member
 
 log = logging.getLogger(__name__)
 
 
-async def extractive_stream(query: str, passages: list[Passage], delay: float) -> AsyncIterator[str]:
-    for piece in pieces(compose(query, passages)):
-        yield piece
-        if delay:
-            await asyncio.sleep(delay)
+async def extractive_stream(query: str, passages: list[Passage], delay: float) -> AsyncIterator[AnswerPiece]:
+    announced: tuple[Citation, ...] = ()
+    for text, citations in compose_spans(query, passages):
+        if citations != announced:
+            announced = citations
+            yield Span(citations)
+        for piece in pieces(text):
+            yield piece
+            if delay:
+                await asyncio.sleep(delay)
 
 
 class Answerer:
-    """Produces the text of one answer as an async stream of deltas."""
+    """Produces the text of one answer as an async stream of deltas (and `Span`s where citations change)."""
 
     def __init__(self, settings: Settings, claude: Claude | None) -> None:
         self.settings = settings
         self.claude = claude  # None when no API key is configured: every answer is extractive
         self.extractive_delay = settings.extractive_chunk_delay_ms / 1000
+        self.breakers = Breakers(settings, claude.metrics if claude is not None else None)
+        if claude is not None:  # exported from the start, closed
+            for model in (settings.anthropic_model, settings.anthropic_fallback_model):
+                if model:
+                    self.breakers[model]
 
     async def aclose(self) -> None:
         if self.claude is not None:
@@ -48,7 +67,7 @@ class Answerer:
 
     async def answer(
         self, request: ChatRequest, passages: list[Passage], member: Member | None, meta: AnswerMeta
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[AnswerPiece]:
         claude = self.claude
         if claude is None:
             meta.model = EXTRACTIVE
@@ -63,71 +82,76 @@ class Answerer:
         primary = self.settings.anthropic_model
         fallback = self.settings.anthropic_fallback_model
         chain = [primary, primary] + ([fallback] if fallback and fallback != primary else [])
+        # Once text was sent, the fallback model continues it rather than the model that just broke.
+        continue_at = 2 if len(chain) == 3 else None
         sent: list[str] = []
+        span: tuple[Citation, ...] = ()  # the citations of the span the client's text is in
 
-        for attempt, model in enumerate(chain):
+        attempt = 0
+        while attempt < len(chain):
+            model = chain[attempt]
+            breaker = self.breakers[model]
+            if not breaker.allow():
+                attempt += 1
+                continue
+            partial = "".join(sent)
+            if partial:
+                request_messages = continuation_messages(messages, partial)
+                stream = trim_seam(claude.stream(model, system, request_messages, meta), partial)
+            else:
+                stream = claude.stream(model, system, messages, meta)
+            first = True
             try:
-                async for delta in claude.stream(model, system, messages, meta):
-                    sent.append(delta)
-                    yield delta
-                meta.model, meta.degraded = model, model != primary
-                return
+                async with aclosing(stream):
+                    async for piece in stream:
+                        if isinstance(piece, str):
+                            if first and span:  # this request's text starts uncited; the client's did not
+                                span = ()
+                                yield Span()
+                            sent.append(piece)
+                        else:
+                            piece = Span(tuple(c for c in piece.citations if 1 <= c.number <= len(passages)))
+                            span = piece.citations
+                        first = False
+                        yield piece
             except Exception as exc:
                 failure = classify(exc)
-            if sent:
-                break
-            if not failure.retryable:
-                log.error(
-                    "Claude refused the request (%s) for model %s: check %s. Answers are extractive "
-                    "(degraded) until this is fixed",
-                    failure.kind,
-                    model,
-                    FATAL_STATUSES.get(failure.status or 0, "ANTHROPIC_API_KEY and the model names"),
-                )
+            except BaseException:  # cancelled, or closed because the reader left: no verdict on the model
+                breaker.abandon()
+                raise
+            else:
+                breaker.success()
+                meta.model, meta.degraded = model, model != primary or bool(partial)
+                return
+            if failure.per_request:
+                breaker.abandon()
+            else:
+                breaker.failure(failure.kind)
+            if failure.hint is not None:
+                self._log_refusal(failure, model)
                 break
             log.warning("Claude attempt %d on %s failed (%s)", attempt + 1, model, failure.kind)
-            if attempt == 0:
+            if attempt == 0 and not sent:
                 await asyncio.sleep(min(failure.retry_after, self.settings.upstream_retry_after_cap))
+            attempt += 1
+            if sent and continue_at is not None and attempt < continue_at:
+                attempt = continue_at
 
         if sent:
-            async for delta in self._continue(
-                claude, "".join(sent), fallback or primary, system, messages, meta
-            ):
-                yield delta
-            return
-
+            raise UpstreamInterrupted()
         meta.model, meta.degraded = EXTRACTIVE, True
         async for piece in extractive_stream(request.query, passages, self.extractive_delay):
             yield piece
 
-    async def _continue(
-        self,
-        claude: Claude,
-        partial: str,
-        model: str,
-        system: list[dict[str, Any]],
-        messages: list[dict[str, Any]],
-        meta: AnswerMeta,
-    ) -> AsyncIterator[str]:
-        """Resume a broken answer: the partial text is the assistant's prefill, the model continues it."""
-        # The API rejects a prefill that ends in whitespace; the client already has that whitespace.
-        prefill = partial.rstrip()
-        trailing_space = prefill != partial
-        if prefill:
-            messages = [*messages, {"role": "assistant", "content": prefill}]
-        first = True
-        try:
-            async for delta in claude.stream(model, system, messages, meta):
-                if first and trailing_space:
-                    delta = delta.lstrip()
-                    if not delta:
-                        continue
-                first = False
-                yield delta
-        except Exception as exc:
-            log.warning("continuation on %s failed (%s)", model, classify(exc).kind)
-            raise UpstreamInterrupted() from None
-        meta.model, meta.degraded = model, True
+    @staticmethod
+    def _log_refusal(failure: UpstreamFailure, model: str) -> None:
+        log.error(
+            "Claude refused the request (%s) for model %s: check %s. Answers are extractive (degraded) "
+            "until this is fixed",
+            failure.kind,
+            model,
+            failure.hint,
+        )
 
 
 class OverBudgetAnswerer(Answerer):
@@ -138,7 +162,7 @@ class OverBudgetAnswerer(Answerer):
 
     async def answer(
         self, request: ChatRequest, passages: list[Passage], member: Member | None, meta: AnswerMeta
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[AnswerPiece]:
         meta.degraded = True
         async for piece in super().answer(request, passages, member, meta):
             yield piece

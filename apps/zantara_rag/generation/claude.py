@@ -1,38 +1,65 @@
 """Claude: one streamed Messages request through the async SDK, bounded by deadlines, and the translation of
 the SDK's and the transport's failures into `UpstreamFailure`, once.
+
+The stream yields the answer's text deltas and, where Claude opens a content block whose citations differ
+from the text before it, a `Span` carrying them (citations arrive as `citations_delta` events before the
+cited text of their block; each is validated with the SDK's own citation types, which costs nothing on the
+hot path: citations are a few events per answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import nullcontext
 from typing import Any, cast
 
-from ..domain import AnswerMeta
+from ..domain import AnswerMeta, AnswerPiece, Citation, Span
 from ..metrics import Metrics
 from ..settings import Settings
 
-# Errors a retry cannot fix, and what the operator should look at for each.
-FATAL_STATUSES = {
+# Errors a retry cannot fix: they need an operator. What to look at for each.
+OPERATOR_HINTS = {
     400: "the request shape (MAX_OUTPUT_TOKENS, the model's limits)",
     401: "ANTHROPIC_API_KEY (missing, revoked or mistyped)",
+    402: "billing: the account is out of credit (Claude Console, Billing)",
     403: "the API key's permissions and the account (workspace, billing)",
     404: "the model names ANTHROPIC_MODEL and ANTHROPIC_FALLBACK_MODEL",
     413: "the request size (MAX_HISTORY_CHARS, SOURCES_TOP_K, CHUNK_MAX_CHARS)",
 }
+SPEND_LIMIT_HINT = "billing: a spend limit set for the organisation or workspace (Claude Console, Limits)"
+SPEND_CAP_HINT = "billing: the organisation's monthly spend cap (usage tier) is reached until the month ends"
+# A spend limit answers 400 with this message; a monthly cap answers 429 without retry-after (and says so).
+SPEND_LIMIT_MESSAGE = re.compile(r"^You have reached your specified (workspace )?API usage limits")
+SPEND_CAP_CODE = "enforced_spend_limit_reached"
 
 
 class UpstreamFailure(Exception):
-    """An SDK or transport failure, classified once so the chain can decide what to try next."""
+    """An SDK or transport failure, classified once so the chain can decide what to try next.
 
-    def __init__(self, kind: str, retryable: bool, status: int | None = None, retry_after: float = 0.0):
+    `hint` is set for a failure that needs an operator (what to check); `retryable` for a passing one;
+    `per_request` for a malformed or oversized request, which says nothing about the model's health (it does
+    not count against its circuit breaker: the next question may be fine).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float = 0.0,
+        hint: str | None = None,
+        per_request: bool = False,
+    ):
         super().__init__(kind)
         self.kind = kind
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
+        self.hint = hint
+        self.per_request = per_request
 
 
 def classify(exc: BaseException) -> UpstreamFailure:
@@ -43,16 +70,35 @@ def classify(exc: BaseException) -> UpstreamFailure:
         return exc
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
-        retry_after = _retry_after(exc.response.headers if exc.response is not None else {})
-        if status in FATAL_STATUSES:
-            return UpstreamFailure(f"http_{status}", False, status)
+        headers = exc.response.headers if exc.response is not None else {}
+        error = _field(exc.body, "error")
+        details = _field(error, "details")
+        kind = f"http_{status}"
+        if status == 400 and SPEND_LIMIT_MESSAGE.match(str(error.get("message") or "")):
+            return UpstreamFailure(kind, False, status, hint=SPEND_LIMIT_HINT)
+        if status == 429 and (details.get("error_code") == SPEND_CAP_CODE or not _has_retry_after(headers)):
+            return UpstreamFailure(kind, False, status, hint=SPEND_CAP_HINT)
+        if status in OPERATOR_HINTS:
+            return UpstreamFailure(
+                kind, False, status, hint=OPERATOR_HINTS[status], per_request=status in (400, 413)
+            )
         # status 200 is an `event: error` inside a started stream (overloaded_error and friends).
-        return UpstreamFailure(f"http_{status}", True, status, retry_after)
+        return UpstreamFailure(kind, True, status, _retry_after(headers))
     if isinstance(exc, anthropic.APITimeoutError | TimeoutError):
         return UpstreamFailure("timeout", True)
     if isinstance(exc, anthropic.APIConnectionError | httpx2.HTTPError | OSError):
         return UpstreamFailure("connection", True)
     return UpstreamFailure(type(exc).__name__, True)
+
+
+def _field(obj: object, key: str) -> dict[str, Any]:
+    """`obj[key]` when both are JSON objects, else {} (an error body's shape is not promised)."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _has_retry_after(headers: Any) -> bool:
+    return bool(headers.get("retry-after") or headers.get("retry-after-ms"))
 
 
 def _retry_after(headers: Any) -> float:
@@ -79,7 +125,7 @@ class Claude:
 
     async def stream(
         self, model: str, system: list[dict[str, Any]], messages: list[dict[str, Any]], meta: AnswerMeta
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[AnswerPiece, None]:
         """One streamed request, bounded by first-token, idle and total timeouts."""
         from anthropic import AsyncStream  # imported with the client (make_client), not at start-up
 
@@ -116,6 +162,9 @@ class Claude:
                 )
                 async with stream:
                     output_tokens = 0
+                    cites: list[Citation] = []  # those of the content block being read
+                    announced: tuple[Citation, ...] = ()  # those of the span the text sent so far is in
+                    fresh = False  # a block started or a citation came: compare at the next text
                     headers = time.perf_counter()
                     meta.timing.setdefault("upstream_connect", (headers - sent) * 1000)
                     try:
@@ -126,6 +175,9 @@ class Claude:
                                 delta = event.get("delta") or {}
                                 text = delta.get("text") if delta.get("type") == "text_delta" else None
                                 if not text or not isinstance(text, str):
+                                    if delta.get("type") == "citations_delta" and (cite := _citation(delta)):
+                                        cites.append(cite)
+                                        fresh = True
                                     continue
                                 now = loop.time()
                                 # From the first text on, the idle deadline; re-armed lazily, not per delta
@@ -138,7 +190,15 @@ class Claude:
                                     waited = (time.perf_counter() - headers) * 1000
                                     meta.timing.setdefault("upstream_first_token", waited)
                                 output_tokens += 1  # an estimate until message_delta reports the real count
+                                if fresh:
+                                    fresh = False
+                                    if tuple(cites) != announced:
+                                        announced = tuple(cites)
+                                        yield Span(announced)
                                 yield text
+                            elif kind == "content_block_start":
+                                cites = []
+                                fresh = True
                             elif kind == "message_start":
                                 usage = (event.get("message") or {}).get("usage") or {}
                                 meta.input_tokens += usage.get("input_tokens") or 0
@@ -148,6 +208,21 @@ class Claude:
                                 output_tokens = usage.get("output_tokens") or output_tokens
                     finally:
                         meta.output_tokens += output_tokens
+
+
+def _citation(delta: dict[str, Any]) -> Citation | None:
+    """A `citations_delta` validated by the SDK's types; the passages are the request's search results in
+    number order (`prompt.passage_blocks`), so `search_result_index` 0 is passage [1]."""
+    from anthropic.types import CitationsDelta, CitationsSearchResultLocation
+    from pydantic import ValidationError
+
+    try:
+        location = CitationsDelta.model_validate(delta).citation
+    except ValidationError:
+        return None
+    if not isinstance(location, CitationsSearchResultLocation):
+        return None
+    return Citation(location.search_result_index + 1, location.cited_text)
 
 
 def make_client(settings: Settings) -> Any | None:

@@ -1,7 +1,9 @@
 """Building Claude's request: system prompt, prior turns, then passages and the question as separate blocks.
 
 Passages never go into the system prompt. They travel as `search_result` blocks in the user's turn, apart
-from the question's own text block, so a document that says "ignore your instructions" stays data.
+from the question's own text block, so a document that says "ignore your instructions" stays data. Each
+passage is cut into sentence-sized text blocks with citations on, so that Claude's citations point at the
+sentences an answer rests on (a text block is the smallest unit it cites).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from ..domain import ChatRequest, Passage, chunk_body
+from .sentences import sentence_blocks
 from .team import Member
 
 
@@ -34,15 +37,24 @@ def build_system(member: Member | None) -> list[dict[str, Any]]:
 
 
 def passage_blocks(passages: list[Passage]) -> list[dict[str, Any]]:
+    """One `search_result` per passage, in number order: Claude's `search_result_index` is `number - 1`."""
     return [
         {
             "type": "search_result",
             "source": p.url or p.doc,
             "title": f"[{p.number}] {p.title}",
-            "content": [{"type": "text", "text": chunk_body(c)} for c in p.chunks],
+            "content": [{"type": "text", "text": text} for text in _passage_sentences(p)],
+            "citations": {"enabled": True},
         }
         for p in passages
     ]
+
+
+def _passage_sentences(passage: Passage) -> list[str]:
+    bodies = [blocks for c in passage.chunks if (blocks := sentence_blocks(chunk_body(c)))]
+    for blocks in bodies[:-1]:
+        blocks[-1] += "\n\n"  # cited text that runs over two chunks reads as two paragraphs
+    return [text for blocks in bodies for text in blocks] or ["(empty passage)"]
 
 
 def build_messages(request: ChatRequest, passages: list[Passage]) -> list[dict[str, Any]]:

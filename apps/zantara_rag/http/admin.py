@@ -52,7 +52,11 @@ async def list_documents(admin: AdminDep, services: ServicesDep) -> dict[str, An
         log.error("listing documents failed (%s)", type(exc).__name__)
         raise KnowledgeUnavailable("The knowledge base is unreachable right now. Please try again.") from None
     settings = services.settings
-    limits = {"maxUploadBytes": settings.admin_max_upload_bytes, "maxPdfPages": settings.admin_max_pdf_pages}
+    limits = {
+        "maxUploadBytes": settings.admin_max_upload_bytes,
+        "maxFileBytes": settings.ingest_max_file_bytes,
+        "maxPdfPages": settings.ingest_max_pdf_pages,
+    }
     return {"documents": documents, "limits": limits}
 
 
@@ -66,7 +70,12 @@ async def list_documents(admin: AdminDep, services: ServicesDep) -> dict[str, An
         401: {"description": "No valid token."},
         403: {"description": "The token has no admin scope."},
         404: {"description": "The admin API is off (no AUTH_SECRET)."},
-        413: {"description": "Over ADMIN_MAX_UPLOAD_BYTES, or a PDF over ADMIN_MAX_PDF_PAGES."},
+        413: {
+            "description": (
+                "Over ADMIN_MAX_UPLOAD_BYTES, a file over INGEST_MAX_FILE_BYTES, or a PDF over "
+                "INGEST_MAX_PDF_PAGES."
+            )
+        },
         415: {"description": "A file that is not markdown, text, HTML or PDF by its content."},
         503: {"description": "The store failed while writing."},
     },
@@ -105,7 +114,7 @@ async def delete_document(document_id: str, admin: AdminDep, services: ServicesD
 
 def _actor(services: Services, admin: Principal) -> str:
     """Who, for the log: the keyed hash of the token's subject, never the subject itself."""
-    return services.email_hash(admin.subject)
+    return services.hashes(admin.subject)
 
 
 async def _upload(

@@ -1,8 +1,15 @@
 """Who is asking, and whether to serve them: rate and stream limits per client, a cap on all open streams,
 and daily token budgets.
 
-Clients are keyed by address (`client.client_key`: the TCP peer, or `Fly-Client-IP` when
-`TRUST_PROXY_HEADERS` is on; an IPv6 client by its /64).
+Clients are keyed by `client.ClientKey`: the token's subject with authentication on, else the address (the
+TCP peer, or `Fly-Client-IP` when `TRUST_PROXY_HEADERS` is on; an IPv6 client by its /64, its budget by
+its /48).
+
+A stream slot is the life of an answer's producer, not of a response: the ticket `admit` hands out is
+released when the producer ends (done, failed, or cancelled after the grace window), so an answer still
+generating for a client that left counts against that client and the machine until it stops. A resume
+takes no slot (its answer already holds one) but is a hit in the per-minute window, like a question:
+reconnecting to keep an answer alive is not free.
 
 Time windows (questions per minute, tokens per day) are kept by the `limits` library: in this process by
 default, in Redis when `RATE_LIMIT_STORAGE_URI` names one, so that several machines share them. Open
@@ -28,17 +35,17 @@ from limits.storage import storage_from_string
 
 from ..errors import BudgetExhausted, RateLimited, ZantaraError
 from ..settings import Settings
+from ..streaming.hub import HUB_FULL, STREAM_RETRY_AFTER
+from .client import ClientKey
 
 log = logging.getLogger(__name__)
 
-# A stream slot frees up when an answer ends; most answers take a few seconds to a few tens of seconds.
-STREAM_RETRY_AFTER = 5
 _ALL = "*"  # the key of the global budget: not an address, so no client can share it
 
 
 @dataclass
 class Ticket:
-    """An admitted stream: holds a slot until released; `over_budget` means answer without Claude."""
+    """An admitted answer: holds a slot until released; `over_budget` means answer without Claude."""
 
     client: str
     over_budget: bool = False
@@ -86,44 +93,56 @@ class Admission:
         assert isinstance(storage, Storage)
         return cls(settings, storage, on_refusal)
 
-    async def admit(self, client: str, *, new_question: bool) -> Ticket:
-        """A stream slot for `client`; for a new question also a place in its window and the budget verdict.
+    async def admit(self, client: ClientKey) -> Ticket:
+        """A slot for a new answer of `client`, a place in its per-minute window, and the budget verdict.
 
-        Raises `RateLimited` (too many open streams, of this client or in all; too many questions this
+        Raises `RateLimited` (too many live answers, of this client or in all; too many questions this
         minute) or, with `BUDGET_EXHAUSTED_MODE=error`, `BudgetExhausted`. A refused request counts nowhere.
         """
         s = self.settings
-        over_budget = new_question and await self._over_budget(client)
+        over_budget = await self._over_budget(client.budget)
         if over_budget and s.budget_exhausted_mode == "error":
             self._refuse("budget")
-            raise BudgetExhausted(retry_after=await self._budget_reset(client))
+            raise BudgetExhausted(retry_after=await self._budget_reset(client.budget))
         if s.max_concurrent_streams and self.open_streams() >= s.max_concurrent_streams:
-            self._refuse("server_streams")
-            raise RateLimited(
-                "Zantara is answering as many people as it can right now. Please ask again in a few seconds.",
-                retry_after=STREAM_RETRY_AFTER,
-            )
-        if s.max_streams_per_client and self._open[client] >= s.max_streams_per_client:
+            raise self.full()
+        if s.max_streams_per_client and self._open[client.rate] >= s.max_streams_per_client:
             self._refuse("client_streams")
             raise RateLimited(
                 "You already have answers in progress. Please wait for one to finish, then ask again.",
                 retry_after=STREAM_RETRY_AFTER,
             )
         # The slot is taken before the window is awaited, so concurrent requests cannot all pass the caps.
-        ticket = self._enter(client, over_budget)
-        if new_question and self._per_minute is not None:
-            try:
-                allowed = await self._moving.hit(self._per_minute, "questions", client)
-                if not allowed:
-                    stats = await self._moving.get_window_stats(self._per_minute, "questions", client)
-            except Exception as exc:  # fail open, see the module docstring
-                log.warning("could not read the question rate window (%s)", type(exc).__name__)
-                return ticket
-            if not allowed:
-                ticket.release()
-                self._refuse("client_rate")
-                raise RateLimited(retry_after=_seconds_until(stats.reset_time))
+        ticket = self._enter(client.rate, over_budget)
+        try:
+            await self._hit(client)
+        except RateLimited:
+            ticket.release()
+            raise
         return ticket
+
+    async def admit_resume(self, client: ClientKey) -> None:
+        """A reconnect to an answer: a hit in the per-minute window (`RateLimited` past it)."""
+        await self._hit(client)
+
+    def full(self) -> RateLimited:
+        """The refusal when the machine holds as many live answers as it may (counted as `server_streams`)."""
+        self._refuse("server_streams")
+        return RateLimited(HUB_FULL, retry_after=STREAM_RETRY_AFTER)
+
+    async def _hit(self, client: ClientKey) -> None:
+        if self._per_minute is None:
+            return
+        try:
+            allowed = await self._moving.hit(self._per_minute, "questions", client.rate)
+            if not allowed:
+                stats = await self._moving.get_window_stats(self._per_minute, "questions", client.rate)
+        except Exception as exc:  # fail open, see the module docstring
+            log.warning("could not read the question rate window (%s)", type(exc).__name__)
+            return
+        if not allowed:
+            self._refuse("client_rate")
+            raise RateLimited(retry_after=_seconds_until(stats.reset_time))
 
     async def spend(self, client: str, tokens: int) -> None:
         """Count an answer's tokens against the daily budgets; past them, questions do not reach Claude."""
@@ -168,6 +187,7 @@ class Admission:
         return _seconds_until(max(resets, default=time.time()))
 
     def open_streams(self) -> int:
+        """Live answers admitted by this process (held until their producers end)."""
         return self._open.total()
 
     def leave(self, client: str) -> None:

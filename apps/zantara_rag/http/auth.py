@@ -4,6 +4,11 @@ Off unless `AUTH_SECRET` is set. A browser's EventSource cannot send headers, so
 `access_token` query parameter; fetch clients send `Authorization: Bearer <token>`. Tokens are checked
 against `AUTH_SECRET`, then `AUTH_SECRET_PREVIOUS` (the grace period of a rotation), and signed with
 `AUTH_SECRET` only. A token is never logged and never echoed: every failure is the same `unauthorized`.
+
+A token must name this service as its audience (`aud` = `AUTH_AUDIENCE`, which `zantara-rag token` sets), so a
+token minted with the same secret for another purpose is refused, and live at most as long as the CLI would
+mint (`exp - iat` at most 30 days): a stolen long-lived token is not forever. PyJWT checks the signature,
+the pinned algorithm, `exp`, `iat` (not in the future) and `aud`; the lifetime bound is checked here.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ ALGORITHM = "HS256"
 ADMIN_SCOPE = "admin"
 MAX_TTL_SECONDS = 30 * 86400
 MAX_TOKEN_CHARS = 4096
-_LEEWAY_SECONDS = 5  # clock skew between the minting machine and this one
+LEEWAY_SECONDS = 5  # clock skew between the minting machine and this one
 _TTL = re.compile(r"([0-9]{1,9})([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a verified token speaks for, and what it may do (the `scope` claim, space-separated)."""
+    """Who a verified token speaks for, and what it may do (the `scope` claim, space-separated: `admin`
+    manages the knowledge base)."""
 
     subject: str
     scopes: frozenset[str] = frozenset()
@@ -53,15 +59,23 @@ def mint_token(settings: Settings, sub: str, ttl_seconds: int, scopes: Iterable[
         raise ValueError("AUTH_SECRET is not set")
     if not sub.strip():
         raise ValueError("the subject must not be empty")
+    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"a lifetime must be between 1s and {MAX_TTL_SECONDS // 86400}d")
     issued = int(time.time())
-    claims: dict[str, object] = {"sub": sub.strip(), "iat": issued, "exp": issued + ttl_seconds}
+    claims: dict[str, object] = {
+        "sub": sub.strip(),
+        "aud": settings.auth_audience,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
     if scopes:
         claims["scope"] = " ".join(sorted(set(scopes)))
     return jwt.encode(claims, settings.auth_secret.get_secret_value(), algorithm=ALGORITHM)
 
 
 def verify_token(settings: Settings, token: str) -> Principal:
-    """The principal of a valid, unexpired token signed by a current secret; else `Unauthorized`."""
+    """The principal of a valid, unexpired token for this service signed by a current secret; else
+    `Unauthorized`."""
     secrets = [s.get_secret_value() for s in (settings.auth_secret, settings.auth_secret_previous) if s]
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized()
@@ -71,15 +85,16 @@ def verify_token(settings: Settings, token: str) -> Principal:
                 token,
                 secret,
                 algorithms=[ALGORITHM],
-                options={"require": ["exp", "iat", "sub"]},
-                leeway=_LEEWAY_SECONDS,
+                audience=settings.auth_audience,
+                options={"require": ["exp", "iat", "sub", "aud"], "strict_aud": True},
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.InvalidSignatureError:
             continue  # maybe signed with the other secret
         except jwt.PyJWTError:
             raise Unauthorized() from None
         subject = claims["sub"].strip()
-        if not subject:
+        if not subject or int(claims["exp"]) - int(claims["iat"]) > MAX_TTL_SECONDS:
             raise Unauthorized()
         scope = claims.get("scope")
         return Principal(subject, frozenset(scope.split()) if isinstance(scope, str) else frozenset())

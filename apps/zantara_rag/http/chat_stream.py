@@ -17,9 +17,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 
 from ..domain import ChatRequest
-from ..errors import ShuttingDown, StreamExpired, ZantaraError
+from ..errors import RateLimited, ShuttingDown, StreamExpired, ZantaraError
 from ..events import ErrorEvent
 from ..generation.answerer import OverBudgetAnswerer
+from ..generation.team import Member
 from ..retrieval.search import Retrieval
 from ..services import Services
 from ..streaming.producer import produce
@@ -27,9 +28,10 @@ from ..streaming.relay import SSE_ITEM_SCHEMA, StreamRelay
 from ..streaming.stream import EventId, Reader, Stream
 from .admission import Admission, Ticket
 from .auth import authenticate
-from .client import client_key
+from .client import ClientKey
+from .conversations import retrieve_in_thread
 from .deps import AdmissionDep, ServicesDep
-from .parsing import check_request_target, parse_chat
+from .parsing import check_request_target, keep_recent, parse_chat
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -67,6 +69,7 @@ class Asked:
     accept: str | None
     last_event_id: str | None
     authorization: str | None
+    conversation_id: str | None = None
 
     @property
     def in_band(self) -> bool:
@@ -88,12 +91,25 @@ def asked(
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
     authorization: Annotated[str | None, Header(description="`Bearer <token>`, when required.")] = None,
+    conversation_id: Annotated[
+        str | None, Query(description="Continue this conversation (the `conversationId` of a done event).")
+    ] = None,
 ) -> Asked:
-    return Asked(query, user_email, conversation_history, access_token, accept, last_event_id, authorization)
+    return Asked(
+        query,
+        user_email,
+        conversation_history,
+        access_token,
+        accept,
+        last_event_id,
+        authorization,
+        conversation_id,
+    )
 
 
 class TicketHolder:
-    """The admission ticket of one request, released when the response has ended (or never started)."""
+    """The admission ticket of one request until its producer takes it over; released by the request if
+    no producer started (a refusal, a failed retrieval)."""
 
     ticket: Ticket | None = None
 
@@ -147,20 +163,32 @@ async def _open(
     settings = services.settings
     raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
     check_request_target(raw_path, request.scope["query_string"], settings.max_url_bytes)
+    resumed = EventId.parse(ask.last_event_id)
+    if resumed is not None and resumed.refusal:
+        # Always, even before the token: the client already has the refusal's only event (an
+        # `unauthorized` one included, which would otherwise bring the same reconnect back forever).
+        raise NoContent()
     principal = authenticate(settings, ask.authorization, ask.access_token)
-    client = client_key(request.scope, settings.trust_proxy_headers)
+    subject = principal.subject if principal is not None else None
+    client = ClientKey.of(request.scope, settings.trust_proxy_headers, subject)
+    # Who may follow the stream: a keyed hash of the subject, or of the address without authentication.
+    owner = services.hashes.of("owner", client.rate)
     if ask.last_event_id is not None and ask.last_event_id.strip():
-        holder.ticket = await admission.admit(client, new_question=False)
-        return _resume(services, request, ask.last_event_id)
+        return await _resume(services, admission, request, ask.last_event_id, client, owner)
     if services.draining:
         raise ShuttingDown()
     chat = parse_chat(ask.query, ask.user_email, ask.conversation_history, settings)
     if principal is not None:
         chat = replace(chat, user_email=principal.subject)  # the token, not a parameter, says who asks
     validated = time.monotonic()
-    holder.ticket = ticket = await admission.admit(client, new_question=True)
+    holder.ticket = ticket = await admission.admit(client)
+    if not services.hub.has_room():
+        raise admission.full()
     admitted = time.monotonic()
-    retrieval = await services.retriever.retrieve(chat.query)
+    access = services.conversations.access(chat.user_email, enforced=principal is not None)
+    retrieval, thread = await retrieve_in_thread(services, chat.query, ask.conversation_id, access)
+    if thread.history is not None:  # the stored turns win over the client's copy (docs/api.md)
+        chat = replace(chat, history=keep_recent(thread.history, settings))
     services.metrics.retrieved(retrieval.embed_ms, retrieval.search_ms)
     headers = {}
     if settings.timing_headers:
@@ -171,20 +199,38 @@ async def _open(
             search=retrieval.search_ms,
             retrieve=(time.monotonic() - admitted) * 1000,
         )
-    stream = _start(request, services, chat, retrieval, over_budget=ticket.over_budget, received=received)
-    _spend_when_done(admission, stream, client)
+    member = services.team.find(principal.subject) if principal is not None else None
+    try:
+        stream = _start(
+            request,
+            services,
+            chat,
+            retrieval,
+            member,
+            ticket,
+            owner=owner,
+            received=received,
+            conversation_id=thread.id,
+        )
+    except RateLimited:  # the hub filled up while this request was retrieving
+        raise admission.full() from None
+    holder.ticket = None  # the producer holds the slot now, until it ends
+    services.conversations.expect(stream.tag, thread.id, access, chat.query)
+    _when_done(admission, stream, ticket, client)
     return Opened(stream, 0, headers)
 
 
-def _spend_when_done(admission: Admission, stream: Stream, client: str) -> None:
-    """When the answer ends (done, error or cancelled), its tokens count against the daily budgets."""
+def _when_done(admission: Admission, stream: Stream, ticket: Ticket, client: ClientKey) -> None:
+    """When the answer ends (done, error, or cancelled after the grace window), its slot comes back and its
+    tokens count against the daily budgets."""
 
-    def spend(_: object) -> None:
+    def done(_: object) -> None:
+        ticket.release()
         if stream.meta is not None:
-            admission.spend_soon(client, stream.meta.tokens)
+            admission.spend_soon(client.budget, stream.meta.tokens)
 
-    if stream.task is not None:
-        stream.task.add_done_callback(spend)
+    assert stream.task is not None
+    stream.task.add_done_callback(done)
 
 
 def _start(
@@ -192,22 +238,37 @@ def _start(
     services: Services,
     chat: ChatRequest,
     retrieval: Retrieval,
+    member: Member | None,
+    ticket: Ticket,
     *,
-    over_budget: bool,
+    owner: str,
     received: float,
+    conversation_id: str | None = None,
 ) -> Stream:
     """The answer's producer task, writing into a new stream."""
     settings = services.settings
-    member = services.team.find(chat.user_email)
-    answerer = OverBudgetAnswerer(settings) if over_budget else services.answerer
+    answerer = OverBudgetAnswerer(settings) if ticket.over_budget else services.answerer
     return services.hub.create(
-        lambda s: produce(s, answerer, chat, retrieval.passages, member, metrics=services.metrics),
+        lambda s: produce(
+            s,
+            answerer,
+            chat,
+            retrieval.passages,
+            member,
+            metrics=services.metrics,
+            conversation_id=conversation_id,
+        ),
+        owner=owner,
         received=received,
         log_fields=_log_fields(request, services, chat),
     )
 
 
-def _resume(services: Services, request: Request, raw: str) -> Opened:
+async def _resume(
+    services: Services, admission: Admission, request: Request, raw: str, client: ClientKey, owner: str
+) -> Opened:
+    """Follow the stream named by `Last-Event-ID` from that event, if this client owns it; a stream of
+    someone else answers exactly as an unknown one does."""
     event_id = EventId.parse(raw)
     if event_id is None:
         raise StreamExpired()
@@ -217,7 +278,8 @@ def _resume(services: Services, request: Request, raw: str) -> Opened:
         if on_fly and "fly-preferred-instance-unavailable" not in request.headers:
             raise ReplayElsewhere(event_id.machine)
         raise StreamExpired()
-    stream = hub.get(event_id.stream)
+    await admission.admit_resume(client)
+    stream = hub.find(event_id.stream, owner)
     if stream is None or event_id.position > stream.last_position:
         raise StreamExpired()
     if stream.finished and event_id.position >= stream.last_position:
@@ -230,10 +292,10 @@ def _resume(services: Services, request: Request, raw: str) -> Opened:
 
 
 def _rejected(services: Services, error: ZantaraError, received: float, fields: dict[str, object]) -> Opened:
-    """A one-event finished stream, so that a reconnect after the error gets 204 rather than a retry loop."""
+    """A one-event stream, not kept: its id is the refusal id, so a reconnect gets 204, not a retry loop."""
     data = ErrorEvent.of(error, 0, retry_after=error.retry_after).to_json()
     retry_ms = error.retry_after * 1000 if error.retry_after is not None else None
-    stream = services.hub.create_finished(
+    stream = services.hub.refusal(
         data, outcome=error.code, retry_ms=retry_ms, received=received, log_fields=fields
     )
     return Opened(stream, 0)
@@ -248,7 +310,7 @@ def _log_fields(request: Request, services: Services, chat: ChatRequest | None =
     """For the end-of-stream log line: a keyed hash of the e-mail (never the address); the text if asked."""
     fields: dict[str, object] = {"request_id": getattr(request.state, "request_id", None)}
     if chat is not None and chat.user_email:
-        fields["user"] = services.email_hash(chat.user_email)
+        fields["user"] = services.hashes(chat.user_email)
     if chat is not None and services.settings.log_query_text:
         fields["query"] = chat.query
     return fields

@@ -1,14 +1,44 @@
-"""Who the client is: its address, from the TCP peer or, behind Fly's proxy, `Fly-Client-IP`.
+"""Who the client is: its address, from the TCP peer or, behind Fly's proxy, `Fly-Client-IP`; and, with
+authentication on, the subject of its token.
 
 Fly's proxy overwrites `Fly-Client-IP`; `X-Forwarded-For` is never read, because a client writes its leftmost
 entries. A header that is missing, repeated or not an IP address is ignored, and the TCP peer is used.
+
+Limits are kept per `ClientKey`. With a verified token it is the token's subject, whatever the address
+(one user behind many addresses is one client; many users behind one NAT are many). Without, it is the
+address: an IPv6 client's per-minute window and open streams count per /64 (one subscriber's network),
+its daily token budget per /48 (what one customer of a provider usually holds: rotating /64s inside it
+must not buy a fresh budget each time).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+from dataclasses import dataclass
 
 from starlette.types import Scope
+
+RATE_PREFIX_V6 = 64
+BUDGET_PREFIX_V6 = 48
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """Whom a request counts against: `rate` for questions per minute and open streams, `budget` for the
+    daily tokens. Subjects are hashed: the keys may live in Redis."""
+
+    rate: str
+    budget: str
+
+    @classmethod
+    def of(cls, scope: Scope, trust_proxy_headers: bool, subject: str | None = None) -> ClientKey:
+        if subject is not None:
+            key = "sub:" + hashlib.sha256(subject.encode()).hexdigest()[:32]
+            return cls(key, key)
+        return cls(
+            client_key(scope, trust_proxy_headers), client_key(scope, trust_proxy_headers, BUDGET_PREFIX_V6)
+        )
 
 
 def client_ip(scope: Scope, trust_proxy_headers: bool) -> str | None:
@@ -26,14 +56,14 @@ def client_ip(scope: Scope, trust_proxy_headers: bool) -> str | None:
     return str(address) if address is not None else str(peer[0])[:64]
 
 
-def client_key(scope: Scope, trust_proxy_headers: bool) -> str:
-    """The key limits are kept for: the address; an IPv6 client's /64, which one subscriber holds whole."""
+def client_key(scope: Scope, trust_proxy_headers: bool, prefix_v6: int = RATE_PREFIX_V6) -> str:
+    """The address a client's limits are kept for; an IPv6 client's network of `prefix_v6` bits."""
     ip = client_ip(scope, trust_proxy_headers)
     if ip is None:
         return "unknown"
     address = _address(ip)
     if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return str(ipaddress.ip_network(f"{address}/{prefix_v6}", strict=False))
     return ip
 
 

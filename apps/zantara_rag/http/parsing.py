@@ -95,6 +95,12 @@ def parse_history(raw: str | None, settings: Settings) -> list[Turn]:
         content = sanitize(item["content"]).strip()
         if content:
             turns.append(Turn(item["role"], content))
+    return keep_recent(turns, settings)
+
+
+def keep_recent(turns: list[Turn], settings: Settings) -> list[Turn]:
+    """The most recent turns within MAX_HISTORY_TURNS and MAX_HISTORY_CHARS, oldest first (the history budget
+    of both the client's `conversation_history` and a stored conversation)."""
     kept: list[Turn] = []
     budget = settings.max_history_chars
     for turn in reversed(turns[-settings.max_history_turns :] if settings.max_history_turns else []):

@@ -19,12 +19,14 @@ from .client import client_ip
 
 log = logging.getLogger("zantara_rag.access")
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Short enough to quote in a bug report and to sit in every log line; a UUID (36) or Fly's ids fit.
+MAX_REQUEST_ID_CHARS = 64
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_REQUEST_ID_CHARS}}}")
 _MAX_PATH = 256
 
 
 def valid_request_id(value: str | None) -> str | None:
-    """`value` when it is a safe id (at most 128 of [A-Za-z0-9._-]), else None."""
+    """`value` when it is a short safe id (at most 64 of [A-Za-z0-9._-]), else None."""
     return value if value is not None and _REQUEST_ID.fullmatch(value) else None
 
 

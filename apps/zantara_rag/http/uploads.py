@@ -1,7 +1,8 @@
 """Reading an admin upload: the multipart body, bounded while it arrives, then every file checked.
 
 Nothing is written until every file of the request has passed: a request over `ADMIN_MAX_UPLOAD_BYTES`
-(declared or counted), a PDF over `ADMIN_MAX_PDF_PAGES` is `413`; a file that is not markdown, text, HTML
+(declared or counted), a file over `INGEST_MAX_FILE_BYTES` or a PDF over `INGEST_MAX_PDF_PAGES` (the limits
+of every ingestion) is `413`; a file that is not markdown, text, HTML
 or PDF by its content is `415`; each names the limit or the file. A PDF that pypdf cannot open, or a
 document without text, is `rejected` in the answer (the other files go ahead).
 
@@ -118,6 +119,12 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
 
 
 def _check(uploads: list[Upload], settings: Settings) -> None:
+    big = [f"{u.name} ({len(u.data)} bytes)" for u in uploads if len(u.data) > settings.ingest_max_file_bytes]
+    if big:
+        raise UploadTooLarge(
+            f"A file may be at most {settings.ingest_max_file_bytes} bytes (INGEST_MAX_FILE_BYTES): "
+            f"{', '.join(big)}. Nothing was saved."
+        )
     unsupported, long_pdfs = [], []
     for upload in uploads:
         try:
@@ -131,11 +138,11 @@ def _check(uploads: list[Upload], settings: Settings) -> None:
             except Exception:
                 upload.rejected = "the PDF could not be read"
                 continue
-            if pages > settings.admin_max_pdf_pages:
+            if pages > settings.ingest_max_pdf_pages:
                 long_pdfs.append(f"{upload.name} ({pages} pages)")
     if long_pdfs:
         raise UploadTooLarge(
-            f"A PDF may have at most {settings.admin_max_pdf_pages} pages (ADMIN_MAX_PDF_PAGES): "
+            f"A PDF may have at most {settings.ingest_max_pdf_pages} pages (INGEST_MAX_PDF_PAGES): "
             f"{', '.join(long_pdfs)}. Nothing was saved."
         )
     if unsupported:

@@ -19,9 +19,9 @@ class Chunk:
     section: str
     text: str
 
-    def embedding_text(self, title: str) -> str:
+    def embedding_text(self, title: str, also: str = "") -> str:
         """What gets embedded and stored (`domain.chunk_text`)."""
-        return chunk_text(title, self.section, self.text)
+        return chunk_text(title, self.section, self.text, also)
 
 
 def chunk_document(doc: Document, max_chars: int, overlap: int) -> list[Chunk]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
-SKIPPED_NAMES = {"readme.md", "readme.txt", "license.md"}
+from ..events import http_url
+from ..settings import INGEST_MAX_FILE_BYTES, INGEST_MAX_PDF_PAGES
+from .files import SkippedFile, read_regular
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -31,45 +33,49 @@ class Document:
     url: str | None = None
     updated: str | None = None
     language: str | None = None
+    # Bilingual enrichment from the front matter (`title_en`, `title_id`, `keywords_en`, `keywords_id`):
+    # the title and the keywords per language code. Indexed with every chunk (knowledge/ingest.py).
+    titles: dict[str, str] = field(default_factory=dict)
+    keywords: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def other_titles(self) -> list[str]:
+        """The document's titles in other languages (different from `title`), in a stable order."""
+        return [t for _, t in sorted(self.titles.items()) if t != self.title]
 
 
 class UnreadableDocument(Exception):
     """A file could not be parsed; ingestion reports it and goes on with the rest."""
 
 
-def discover(paths: list[Path]) -> list[Path]:
-    """Every supported file under `paths`, sorted for a stable order (hidden folders and READMEs skipped)."""
-    found: list[Path] = []
-    for path in paths:
-        path = path.resolve()
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if (
-                    file.is_file()
-                    and file.suffix.lower() in SUFFIXES
-                    and file.name.lower() not in SKIPPED_NAMES
-                    and not any(part.startswith(".") for part in file.relative_to(path).parts)
-                ):
-                    found.append(file)
-        else:
-            raise FileNotFoundError(f"{path} does not exist")
-    return found
+# What a file's name says it is; an upload is told by its content instead (`knowledge.sniffing`).
+_KIND_BY_SUFFIX = {".pdf": "pdf", ".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
 
 
-def load(path: Path) -> Document:
-    suffix = path.suffix.lower()
+def load(
+    path: Path, *, max_bytes: int = INGEST_MAX_FILE_BYTES, max_pdf_pages: int = INGEST_MAX_PDF_PAGES
+) -> Document:
+    """The document in a regular file (`files.read_regular`); raises `SkippedFile` or `UnreadableDocument`."""
+    data = read_regular(path, max_bytes)
+    kind = _KIND_BY_SUFFIX.get(path.suffix.lower(), "text")
+    return parse(data, kind, path.name, max_pdf_pages=max_pdf_pages)
+
+
+def parse(data: bytes, kind: str, name: str, *, max_pdf_pages: int = INGEST_MAX_PDF_PAGES) -> Document:
+    """A document from bytes already read and checked: `kind` is pdf, html, markdown or text; `name` stands
+    in for a title when the content has none. Raises `SkippedFile` (a PDF over `max_pdf_pages`) or
+    `UnreadableDocument`."""
+    path = Path(name)
     try:
-        if suffix == ".pdf":
-            return _load_pdf(path)
-        raw = path.read_bytes().decode("utf-8", errors="replace")
-        if suffix in {".html", ".htm"}:
+        if kind == "pdf":
+            return _load_pdf(data, path, max_pdf_pages)
+        raw = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        if kind == "html":
             return _load_html(raw, path)
-        if suffix in {".md", ".markdown"}:
+        if kind == "markdown":
             return _load_markdown(raw, path)
         return _load_text(raw, path)
-    except UnreadableDocument:
+    except (UnreadableDocument, SkippedFile):
         raise
     except Exception as exc:
         raise UnreadableDocument(f"{path.name}: {type(exc).__name__}") from exc
@@ -95,10 +101,34 @@ def _load_markdown(raw: str, path: Path) -> Document:
     return Document(
         title=title,
         sections=sections,
-        url=str(meta["url"]) if meta.get("url") else None,
+        url=http_url(meta.get("url")),
         updated=str(meta["updated"]) if meta.get("updated") else None,
         language=str(meta["language"]) if meta.get("language") else None,
+        titles=_per_language(meta, "title", _text),
+        keywords=_per_language(meta, "keywords", _keywords),
     )
+
+
+def _text(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def _keywords(value: object) -> list[str]:
+    """A YAML list, or one string of comma-separated keywords."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [k for k in (_text(i) for i in items if i is not None) if k]
+
+
+def _per_language(meta: dict[str, Any], prefix: str, convert: Any) -> dict[str, Any]:
+    """`<prefix>_<language>` front-matter keys (e.g. `title_id`, `keywords_en`) by language code."""
+    out = {}
+    for key, value in meta.items():
+        language = str(key).removeprefix(f"{prefix}_")
+        if str(key).startswith(f"{prefix}_") and re.fullmatch(r"[a-z]{2}", language) and value:
+            converted = convert(value)
+            if converted:
+                out[language] = converted
+    return out
 
 
 def split_markdown(text: str) -> list[Section]:
@@ -168,56 +198,20 @@ def _load_html(raw: str, path: Path) -> Document:
     return Document(
         title=title,
         sections=sections,
-        url=str(url) if url else None,
+        url=http_url(url),
         language=str(lang) if lang else None,
     )
 
 
-def _load_pdf(path: Path) -> Document:
-    from pypdf import PdfReader
-
-    reader = PdfReader(str(path))
-    title = ""
-    if reader.metadata is not None and reader.metadata.title:
-        title = str(reader.metadata.title).strip()
-    sections = []
-    for number, page in enumerate(reader.pages, start=1):
-        text = (page.extract_text() or "").strip()
-        if text:
-            sections.append(Section(f"Page {number}", text))
-    if not sections:
-        raise UnreadableDocument(f"{path.name}: no extractable text (scanned PDF?)")
-    return Document(title=title or _fallback_title(path), sections=sections)
-
-
-def parse(data: bytes, kind: str, name: str) -> Document:
-    """A document from bytes already read and checked (an upload: `knowledge.sniffing` said what `kind` it
-    is); `name` stands in for a title when the content has none. Raises `UnreadableDocument`."""
-    path = Path(name)
-    try:
-        if kind == "pdf":
-            return _parse_pdf(data, path)
-        raw = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
-        if kind == "html":
-            return _load_html(raw, path)
-        if kind == "markdown":
-            return _load_markdown(raw, path)
-        return _load_text(raw, path)
-    except UnreadableDocument:
-        raise
-    except Exception as exc:
-        raise UnreadableDocument(f"{path.name}: {type(exc).__name__}") from exc
-
-
-def _parse_pdf(data: bytes, path: Path) -> Document:
-    import io
-
+def _load_pdf(data: bytes, path: Path, max_pages: int) -> Document:
     from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(data))
-    title = (
-        str(reader.metadata.title).strip() if reader.metadata is not None and reader.metadata.title else ""
-    )
+    if len(reader.pages) > max_pages:
+        raise SkippedFile(f"more than {max_pages} pages")
+    title = ""
+    if reader.metadata is not None and reader.metadata.title:
+        title = str(reader.metadata.title).strip()
     sections = []
     for number, page in enumerate(reader.pages, start=1):
         text = (page.extract_text() or "").strip()

@@ -11,7 +11,8 @@ every chunk says which version it belongs to) together with the old version's le
 `superseded`, which no query returns. Chroma applies one upsert as one log entry: either all of it lands or
 none. The superseded chunks are deleted right after; if that fails they stay invisible and are deleted by the
 next write of the document or the next start. After writing, a write path records the change on the
-collection (`VectorStore.mark_changed`), which every service notices (`retrieval.changes`).
+collection (`VectorStore.bump_version`), which every service notices (`retrieval.changes`): every machine's
+lexical index follows it (retrieval/mirror.py).
 
 A document's key (its `id` in the sources event) does not depend on the folder named on the command line:
 it is the path inside the knowledge root (`KNOWLEDGE_PATH`), prefixed with the root's name, so `ingest kb/`
@@ -34,8 +35,11 @@ from typing import Any
 
 from ..retrieval.embedder import Embedder
 from ..retrieval.store import SUPERSEDED, VectorStore
+from ..settings import INGEST_MAX_FILE_BYTES, INGEST_MAX_PDF_PAGES
 from .chunking import Chunk, chunk_document, content_hash
-from .documents import Document, UnreadableDocument, discover, load, parse
+from .documents import Document, UnreadableDocument, load, parse
+from .enrichment import Enricher
+from .files import SkippedFile, discover
 
 # Chunks embedded per call: the embedder serves questions on the same model, one call at a time, so a long
 # document is embedded in slices that questions can slip between.
@@ -56,6 +60,7 @@ class IngestReport:
     removed: int = 0
     unchanged: int = 0
     failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # `name (reason)`: links, non-regular, over a cap
     seconds: float = 0.0
     version: str | None = None  # the change marker recorded after writing, when anything was written
 
@@ -66,6 +71,8 @@ class IngestReport:
         )
         if self.failed:
             line += f" ({len(self.failed)} unreadable: {', '.join(self.failed)})"
+        if self.skipped:
+            line += f" ({len(self.skipped)} skipped: {', '.join(self.skipped)})"
         return line
 
 
@@ -96,15 +103,23 @@ def ingest(
     progress: bool | None = None,
     on_file: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    max_file_bytes: int = INGEST_MAX_FILE_BYTES,
+    max_pdf_pages: int = INGEST_MAX_PDF_PAGES,
+    enricher: Enricher | None = None,
 ) -> IngestReport:
     """Sync the files under `paths` into the store; `root` is the knowledge root that keys are relative to.
 
     With `prune`, documents of the store under a folder of `paths` whose file is gone are removed. Raises
-    `IngestionStopped` when `stop` is set (checked before each file).
+    `IngestionStopped` when `stop` is set (checked before each file). Links, non-regular files and files
+    over `max_file_bytes` (or `max_pdf_pages`) are skipped and listed in the report (`knowledge.files`).
+    With an `enricher`, a document whose front matter lacks its bilingual titles or keywords gets Claude's
+    (knowledge/enrichment.py).
     """
     started = time.perf_counter()
     report = IngestReport()
-    files = discover(paths)
+    found = discover(paths)
+    files = found.files
+    report.skipped.extend(found.skipped)
     seen: set[str] = set()
     folders = [f"{doc_key(p, root)}/" for p in paths if p.is_dir()]
 
@@ -119,14 +134,21 @@ def ingest(
         if stop is not None and stop.is_set():
             raise IngestionStopped()
         key = doc_key(file, root)
-        seen.add(key)
-        report.files += 1
         try:
-            document = load(file)
-        except UnreadableDocument as exc:
+            document: Document | None = load(file, max_bytes=max_file_bytes, max_pdf_pages=max_pdf_pages)
+        except SkippedFile as exc:  # not a document any more: `prune` removes what it used to hold
+            report.skipped.append(f"{file.name} ({exc.reason})")
+            continue
+        except UnreadableDocument as exc:  # maybe a passing fault: what it held stays
             log.warning("skipping unreadable document %s", exc)
             report.failed.append(file.name)
+            document = None
+        seen.add(key)
+        report.files += 1
+        if document is None:
             continue
+        if enricher is not None:
+            document = enricher.enrich(document)
         chunks = chunk_document(document, max_chars, overlap)
         # The bytes' digest is what lets an upload of the same file skip parsing; here the chunks' own
         # hashes decide, and the file is not read a second time.
@@ -135,12 +157,15 @@ def ingest(
         if on_file is not None:
             on_file(key)
 
+    for skipped in report.skipped:
+        log.warning("not ingested: %s", skipped)
     if prune:
         for gone in sorted(store.documents() - seen):
             if any(gone.startswith(folder) for folder in folders):
                 report.removed += remove_document(gone, store)
     if report.added or report.updated or report.removed:
-        report.version = store.mark_changed()
+        # Every machine's lexical index follows this marker (retrieval/mirror.py, retrieval/changes.py).
+        report.version = store.bump_version()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -183,11 +208,14 @@ def sync_bytes(
     *,
     max_chars: int,
     overlap: int,
+    max_pdf_pages: int = INGEST_MAX_PDF_PAGES,
+    enricher: Enricher | None = None,
 ) -> Synced:
     """Sync one document from bytes already read and checked (an upload), under `key`.
 
     The same bytes as the stored version cost one metadata read: nothing is parsed, embedded or written.
-    Raises `UnreadableDocument` (nothing written). Does not record the change: the caller does, once.
+    Raises `UnreadableDocument` (nothing written; `SkippedFile` for a PDF over `max_pdf_pages`). Does not
+    record the change: the caller does, once.
     """
     origin = Origin(source_digest(data, max_chars, overlap), len(data))
     current = store.metadatas_of(key)
@@ -195,7 +223,9 @@ def sync_bytes(
     if current and all(m.get("source_hash") == origin.digest and not m.get(SUPERSEDED) for m in current):
         report.unchanged = len(current)
         return Synced(key, str(current[0].get("title") or key), "unchanged", len(current), report)
-    document = parse(data, kind, name)
+    document = parse(data, kind, name, max_pdf_pages=max_pdf_pages)
+    if enricher is not None:
+        document = enricher.enrich(document)
     chunks = chunk_document(document, max_chars, overlap)
     if not chunks:
         raise UnreadableDocument(f"{name}: no text")
@@ -211,6 +241,11 @@ def remove_document(key: str, store: VectorStore) -> int:
     return len(existing)
 
 
+def keywords_of(document: Document) -> str:
+    """The document's keywords in every language, as one metadata string (indexed lexically)."""
+    return "; ".join(k for _, listed in sorted(document.keywords.items()) for k in listed)
+
+
 def _sync_document(
     key: str,
     document: Document,
@@ -223,14 +258,18 @@ def _sync_document(
     """Write the new version of one document in one step (see the module docstring); False if unchanged."""
     existing = store.chunks_of(key)
     indexed_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    also = " / ".join(document.other_titles)
+    keywords = keywords_of(document)
     ids: list[str] = []
     texts: list[str] = []
     metas: list[dict[str, Any]] = []
     changed: list[int] = []
     for chunk in chunks:
         cid = chunk_id(key, chunk.index)
-        text = chunk.embedding_text(document.title)
-        digest = content_hash(text, document.title, chunk.section, document.url, document.updated)
+        text = chunk.embedding_text(document.title, also)
+        parts = [text, document.title, chunk.section, document.url, document.updated]
+        # Appended only when present, so a chunk without keywords keeps the hash it had before they existed.
+        digest = content_hash(*parts, *([keywords] if keywords else []))
         if existing.get(cid) != digest:
             changed.append(len(ids))
         ids.append(cid)
@@ -245,6 +284,7 @@ def _sync_document(
                 "language": document.language or "",
                 "chunk_index": chunk.index,
                 "content_hash": digest,
+                "keywords": keywords,
                 "source_hash": origin.digest,
                 "source_bytes": origin.size,
                 "indexed_at": indexed_at,
@@ -267,7 +307,7 @@ def _sync_document(
     vectors: dict[int, list[float]] = {}
     for start in range(0, len(changed), EMBED_SLICE):
         part = changed[start : start + EMBED_SLICE]
-        for i, vector in zip(part, embedder.embed([texts[i] for i in part]), strict=True):
+        for i, vector in zip(part, embedder.embed_passages([texts[i] for i in part]), strict=True):
             vectors[i] = vector
     kept = store.records([cid for i, cid in enumerate(ids) if i not in vectors])
     old = store.records(stale)

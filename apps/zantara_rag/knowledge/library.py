@@ -2,7 +2,7 @@
 
 The admin API and the folder watcher both go through here, one write at a time (an asyncio lock; the work
 itself runs in a thread). A batch runs as a task of its own: a client that leaves mid-batch does not cut a
-write in half, and the change is recorded (`VectorStore.mark_changed`) and refreshed here
+write in half, and the change is recorded (`VectorStore.bump_version`) and refreshed here
 (`KnowledgeChanges.changed_here`) before the batch's result is returned, so that a 200 means searchable.
 
 Every change is logged — who (the keyed hash of the admin's subject, or `watcher`), what (the document id,
@@ -25,6 +25,8 @@ from ..retrieval.embedder import Embedder
 from ..retrieval.store import VectorStore
 from ..settings import Settings
 from .documents import UnreadableDocument
+from .enrichment import Enricher
+from .files import SkippedFile
 from .ingest import IngestReport, doc_key, ingest, remove_document, sync_bytes
 
 log = logging.getLogger("zantara_rag.knowledge")
@@ -78,12 +80,14 @@ class Library:
         embedder: Embedder,
         changes: KnowledgeChanges,
         metrics: Metrics,
+        enricher: Enricher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embedder = embedder
         self.changes = changes
         self.metrics = metrics
+        self.enricher = enricher  # bilingual titles and keywords a document lacks (knowledge/enrichment.py)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -182,8 +186,10 @@ class Library:
                     self.embedder,
                     max_chars=self.settings.chunk_max_chars,
                     overlap=self.settings.chunk_overlap_chars,
+                    max_pdf_pages=self.settings.ingest_max_pdf_pages,
+                    enricher=self.enricher,
                 )
-            except UnreadableDocument as exc:
+            except (UnreadableDocument, SkippedFile) as exc:
                 outcome = Outcome(upload.key, upload.name, "rejected", 0, _reason(exc))
             except Exception as exc:
                 self._log(
@@ -231,7 +237,10 @@ class Library:
                     root=root,
                     max_chars=self.settings.chunk_max_chars,
                     overlap=self.settings.chunk_overlap_chars,
+                    max_file_bytes=self.settings.ingest_max_file_bytes,
+                    max_pdf_pages=self.settings.ingest_max_pdf_pages,
                     progress=False,
+                    enricher=self.enricher,
                 )
             removed_here = 0
             for path in gone:
@@ -254,7 +263,7 @@ class Library:
 
     async def _changed(self, version: str | None = None) -> None:
         if version is None:
-            version = await asyncio.to_thread(self.store.mark_changed)
+            version = await asyncio.to_thread(self.store.bump_version)
         await self.changes.changed_here(version)
 
     @staticmethod
@@ -265,7 +274,7 @@ class Library:
         )
 
 
-def _reason(exc: UnreadableDocument) -> str:
+def _reason(exc: UnreadableDocument | SkippedFile) -> str:
     """The refusal without the file name the message starts with (the response names the document)."""
     text = str(exc)
     return text.split(": ", 1)[1] if ": " in text else text

@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from .documents import discover
+from ..settings import INGEST_MAX_FILE_BYTES
+from .files import SkippedFile, discover, read_regular
 from .ingest import IngestReport, doc_key
 
 
@@ -36,7 +37,9 @@ def ingest_remote(
 ) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
-    files = discover(paths)
+    found = discover(paths)  # regular files only, never through a link (knowledge/files.py)
+    files = found.files
+    report.skipped.extend(found.skipped)
     seen: set[str] = set()
     iterator: Any = files
     show = progress if progress is not None else (sys.stderr.isatty() and len(files) > 1)
@@ -48,14 +51,15 @@ def ingest_remote(
     with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
         for file in iterator:
             key = doc_key(file, root)
+            try:
+                data = read_regular(file, INGEST_MAX_FILE_BYTES)
+            except SkippedFile as exc:
+                report.skipped.append(f"{file.name} ({exc.reason})")
+                continue
             seen.add(key)
             report.files += 1
             reply = _send(
-                client,
-                "POST",
-                "/admin/documents",
-                files=[("file", (file.name, file.read_bytes()))],
-                data={"id": key},
+                client, "POST", "/admin/documents", files=[("file", (file.name, data))], data={"id": key}
             )
             if reply.status_code in (413, 415):
                 report.failed.append(f"{file.name} ({_message(reply)})")

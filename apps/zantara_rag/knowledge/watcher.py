@@ -14,7 +14,7 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from .documents import SKIPPED_NAMES, SUFFIXES
+from .files import SKIPPED_NAMES, SUFFIXES
 from .library import Library
 
 log = logging.getLogger(__name__)

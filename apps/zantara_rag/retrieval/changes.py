@@ -1,6 +1,6 @@
 """Noticing that the knowledge base changed, here or on another machine, and telling whoever keeps a copy.
 
-Every write path records a change on the collection itself (`VectorStore.mark_changed`: a new random token
+Every write path records a change on the collection itself (`VectorStore.bump_version`: a new random marker
 in the collection's metadata, written after the data). This is the one place in the service that notices:
 
 - a write made by this process (the admin API, the folder watcher) calls `changed_here()`, which runs the

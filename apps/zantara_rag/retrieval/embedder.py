@@ -13,6 +13,11 @@ Two backends give the same vectors (within 1e-4 cosine, checked at export and by
 - `torch`: sentence-transformers itself; any model, and the fallback when the ONNX path is unavailable.
 
 `auto` (the default) takes `onnx` for a local model of the supported layout, else `torch`.
+
+Some models are trained with a marker before each text: the e5 family embeds "query: <question>" and
+"passage: <text>". `prefixes` picks them by the model's name (`EMBEDDING_QUERY_PREFIX` and
+`EMBEDDING_PASSAGE_PREFIX` override it); questions go through `embed_queries`, chunks through
+`embed_passages`. The collection records the passage prefix with the model (store.py).
 """
 
 from __future__ import annotations
@@ -46,6 +51,15 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def prefixes(name: str, query: str | None = None, passage: str | None = None) -> tuple[str, str]:
+    """The (query, passage) markers for a model: e5 models' own, else none; an explicit value wins."""
+    e5 = "e5" in name.lower().replace("_", "-").split("/")[-1].split("-")
+    return (
+        query if query is not None else ("query: " if e5 else ""),
+        passage if passage is not None else ("passage: " if e5 else ""),
+    )
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "zantara-rag"
@@ -54,7 +68,7 @@ def default_cache_dir() -> Path:
 class _Backend(Protocol):
     dimension: int
 
-    def encode(self, texts: list[str], batch_size: int) -> Any: ...
+    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -69,7 +83,7 @@ class _TorchBackend:
         self._model = SentenceTransformer(path, device=device)
         self.dimension = int(self._model.get_embedding_dimension() or 0)
 
-    def encode(self, texts: list[str], batch_size: int) -> Any:
+    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any:
         return self._model.encode(
             texts,
             batch_size=batch_size,
@@ -114,13 +128,16 @@ class _OnnxBackend:
         }
         return self._session.run(None, {name: feeds[name] for name in self._inputs})[0]
 
-    def encode(self, texts: list[str], batch_size: int) -> Any:
+    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any:
         import numpy as np
 
         # Length-sorted batches waste the least on padding (as sentence-transformers does); several texts
         # are split into at least one batch per thread, so a document's few chunks use every core too.
+        # A question and its gloss (`split=False`) are one run: handing half to a second thread cost more
+        # than it saved in the service, where the other core is busy with the event loop.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        size = max(1, min(batch_size, -(-len(texts) // self._batch_threads)))
+        threads = self._batch_threads if split else 1
+        size = max(1, min(batch_size, -(-len(texts) // threads)))
         batches = [order[start : start + size] for start in range(0, len(texts), size)]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if len(batches) > 1 and self._batch_threads > 1:
@@ -181,11 +198,19 @@ class Embedder:
     """Embeds text; async callers go through one worker thread so the event loop never blocks."""
 
     def __init__(
-        self, name: str, device: str = "cpu", *, backend: str = "auto", cache_dir: Path | None = None
+        self,
+        name: str,
+        device: str = "cpu",
+        *,
+        backend: str = "auto",
+        cache_dir: Path | None = None,
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; one of {', '.join(BACKENDS)}")
         self.name = name
+        self.query_prefix, self.passage_prefix = prefixes(name, query_prefix, passage_prefix)
         path = resolve_model_path(name)
         if backend == "onnx" and device != "cpu":
             raise ValueError("EMBEDDING_BACKEND=onnx runs on the CPU only")
@@ -206,17 +231,27 @@ class Embedder:
             settings.embedding_device,
             backend=settings.embedding_backend,
             cache_dir=settings.embedding_cache_dir,
+            query_prefix=settings.embedding_query_prefix,
+            passage_prefix=settings.embedding_passage_prefix,
         )
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+    def embed(self, texts: list[str], batch_size: int = 32, split: bool = True) -> list[list[float]]:
         with self._lock:
-            vectors = self._impl.encode(texts, batch_size)
+            vectors = self._impl.encode(texts, batch_size, split)
         return [v.tolist() for v in vectors]
 
-    async def embed_query(self, text: str) -> list[float]:
+    def embed_passages(self, texts: list[str], batch_size: int = 32) -> list[list[float]]:
+        """Chunk vectors, with the model's passage marker (ingestion)."""
+        return self.embed([self.passage_prefix + t for t in texts], batch_size)
+
+    async def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """Question vectors (one batch, on the worker thread), with the model's query marker."""
         loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, self.embed, [text])
-        return vectors[0]
+        texts = [self.query_prefix + t for t in texts]
+        return await loop.run_in_executor(self._executor, self.embed, texts, len(texts), False)
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed_queries([text]))[0]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,27 +1,46 @@
-"""Retrieval: the question's vector, the nearest chunks, grouped into the numbered sources the model sees.
+"""Retrieval: a question in English or Indonesian becomes the numbered sources the model sees.
 
-The grouping is what makes citations coherent: chunks are grouped by document in rank order and the first
-`SOURCES_TOP_K` documents become sources `[1]`..`[n]`. The model sees exactly those passages and the
-sources event lists exactly those documents, so `[n]` in the answer always points at `sources[n-1]`.
+1. The question's language (`language.detect_language`) and what the glossary makes of it (`Glossary.expand`):
+   the concepts it names in both languages and its gloss in the other language.
+2. Three rankings of the chunks: the question's vector and the gloss's vector (one embedding batch, one
+   Chroma request), and BM25 over the lexical index for the question's terms plus, at a lower weight, the
+   glossary's translations of them.
+3. Reciprocal rank fusion of the three (the first `FUSION_CANDIDATES` of each), the best `RETRIEVAL_TOP_K`
+   chunks kept.
+4. Off-topic questions are turned away: the relevance of the question (the cosine similarity of its English
+   view to the nearest chunk, plus `COVERAGE_WEIGHT` × the share of its words the best passage answers) must
+   reach the cut-off of its language (`MIN_RELEVANCE_EN`, `MIN_RELEVANCE_ID`), else no sources at all.
+5. Chunks are grouped by document in rank order; the first `SOURCES_TOP_K` documents become sources
+   `[1]`..`[n]`. The model sees exactly those passages and the sources event lists exactly those documents,
+   so `[n]` in the answer always points at `sources[n-1]`.
 
-Before grouping, the nearest `RERANK_CANDIDATES` chunks are re-ranked by cosine similarity plus a small
-bonus for the question's words found in the chunk (`lexical_overlap`): all-MiniLM-L6-v2 is English-only and
-blurs exact terms (E33G, KBLI, THR, pesangon...), and local Chroma has no keyword search to combine with.
-The `similarity` of a source stays the cosine one, which is also what `MIN_SIMILARITY` applies to.
-Why and how much it helps: docs/retrieval.md (`python -m bench.retrieval_quality --sweep`).
+Why each step, and what it was measured against: docs/retrieval.md (`python -m bench.retrieval_quality`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ..domain import Passage
 from ..errors import RetrievalUnavailable
-from ..language import content_words
+from ..language import Language, detect_language
 from ..settings import Settings
 from .embedder import Embedder
-from .store import Hit, VectorStore
+from .glossary import Expansion, Glossary
+from .mirror import LexicalMirror
+from .store import SUPERSEDED, Hit, VectorStore
+
+# Reciprocal rank fusion: a chunk at rank r of a ranking scores 1 / (RRF_K + r). A small constant lets the
+# first places of each ranking count (Cormack et al. use 60 for long ranked lists; measured here: 10).
+RRF_K = 10
+# Weight of the glossary's translations in the BM25 query, against 1 for the question's own words.
+EXPANSION_WEIGHT = 0.3
+# Weight of the passage's coverage of the question's words in the relevance of the question.
+COVERAGE_WEIGHT = 0.5
+# How many of the fused chunks the coverage is measured on (the best of them counts).
+COVERAGE_CHUNKS = 3
 
 
 @dataclass
@@ -29,13 +48,22 @@ class Retrieval:
     passages: list[Passage]
     embed_ms: float
     search_ms: float
+    language: Language = "en"
+    relevance: float = 0.0
+    # Diagnostics for benchmarks and tests: the fused ranking before the cut-off and grouping.
+    ranked: list[Hit] = field(default_factory=list, repr=False)
 
 
-def lexical_overlap(query_words: frozenset[str], text: str) -> float:
-    """The share (0..1) of the question's content words that appear in `text` (title and section included)."""
-    if not query_words:
-        return 0.0
-    return len(query_words & content_words(text)) / len(query_words)
+@dataclass
+class Signals:
+    """What retrieval saw of one question, before the cut-off."""
+
+    language: Language
+    expansion: Expansion
+    ranked: list[Hit]
+    english_similarity: float
+    coverage: float
+    relevance: float
 
 
 class Retriever:
@@ -43,69 +71,144 @@ class Retriever:
         self,
         embedder: Embedder,
         store: VectorStore,
+        mirror: LexicalMirror,
+        glossary: Glossary,
         *,
         top_k: int,
         sources_k: int,
-        min_similarity: float,
         candidates: int,
-        lexical_weight: float,
+        min_relevance: dict[Language, float],
+        rrf_k: float = RRF_K,
+        expansion_weight: float = EXPANSION_WEIGHT,
+        coverage_weight: float = COVERAGE_WEIGHT,
     ) -> None:
         self.embedder = embedder
         self.store = store
+        self.mirror = mirror
+        self.glossary = glossary
         self.top_k = top_k
         self.sources_k = sources_k
-        self.min_similarity = min_similarity
-        # Chunks fetched for the re-rank, of which the best `top_k` are kept; and the weight of the lexical
-        # overlap (0..1) added to the cosine similarity (0..1) to rank them (0 turns re-ranking off).
         self.candidates = candidates
-        self.lexical_weight = lexical_weight
+        self.min_relevance = min_relevance
+        # Tuned to the embedding model and measured with it (docs/retrieval.md); parameters for the benchmark.
+        self.rrf_k = rrf_k
+        self.expansion_weight = expansion_weight
+        self.coverage_weight = coverage_weight
 
     @classmethod
-    def from_settings(cls, embedder: Embedder, store: VectorStore, settings: Settings) -> Retriever:
+    def from_settings(
+        cls,
+        embedder: Embedder,
+        store: VectorStore,
+        settings: Settings,
+        *,
+        mirror: LexicalMirror | None = None,
+        glossary: Glossary | None = None,
+    ) -> Retriever:
+        """The configured retriever; builds the mirror and the glossary when not given (reads the store)."""
+        if mirror is None:
+            mirror = LexicalMirror(store)
+            mirror.refresh()
+        if glossary is None:
+            glossary = Glossary.load(settings.glossary_path)
         return cls(
             embedder,
             store,
+            mirror,
+            glossary,
             top_k=settings.retrieval_top_k,
             sources_k=settings.sources_top_k,
-            min_similarity=settings.min_similarity,
-            candidates=settings.rerank_candidates,
-            lexical_weight=settings.lexical_weight,
+            candidates=settings.fusion_candidates,
+            min_relevance={"en": settings.min_relevance_en, "id": settings.min_relevance_id},
         )
 
     async def retrieve(self, query: str) -> Retrieval:
         try:
             t0 = time.perf_counter()
-            vector = await self.embedder.embed_query(query)
+            language = detect_language(query)
+            expansion = self.glossary.expand(query, "id" if language == "en" else "en")
+            texts = [query, expansion.gloss] if expansion.gloss else [query]
+            vectors = await self.embedder.embed_queries(texts)
             t1 = time.perf_counter()
-            hits = await self.store.aquery(vector, self.fetch_k)
+            # Ids and similarities only: the texts are in the lexical index (a third of Chroma's time).
+            dense = await self.store.aquery_many(vectors, max(self.candidates, self.top_k), texts=False)
+            signals = self.fuse(query, language, expansion, dense)
+            incomplete = [h.id for h in signals.ranked if h.similarity < 0 or not h.metadata]
+            if incomplete:
+                # Found only by their words (no similarity yet), or newer than the lexical index (no text
+                # yet): one more read completes them.
+                found = await self.store.ahits(incomplete, vectors)
+                signals.ranked = [
+                    Hit(
+                        h.id,
+                        found[h.id].text,
+                        found[h.id].metadata,
+                        max(h.similarity, found[h.id].similarity),
+                    )
+                    if h.id in found
+                    else h
+                    for h in signals.ranked
+                ]
+            # A document's older version, marked while its new one is written (knowledge/ingest.py).
+            signals.ranked = [h for h in signals.ranked if not h.metadata.get(SUPERSEDED)]
             t2 = time.perf_counter()
         except Exception as exc:
             # Store unreachable, embedder failure: never answer ungrounded. The cause is logged by the caller.
             raise RetrievalUnavailable() from exc
-        return Retrieval(self.group(self.rerank(query, hits)), (t1 - t0) * 1000, (t2 - t1) * 1000)
+        passages = self.group(signals.ranked) if self.accepts(signals) else []
+        return Retrieval(
+            passages,
+            (t1 - t0) * 1000,
+            (t2 - t1) * 1000,
+            language=language,
+            relevance=signals.relevance,
+            ranked=signals.ranked,
+        )
 
-    @property
-    def fetch_k(self) -> int:
-        """How many chunks to ask the store for: the re-rank candidates, or just top_k without re-ranking."""
-        return max(self.top_k, self.candidates) if self.lexical_weight > 0 else self.top_k
+    def accepts(self, signals: Signals) -> bool:
+        """Whether the question is about the knowledge base at all (the cut-off of its language)."""
+        return bool(signals.ranked) and signals.relevance >= self.min_relevance[signals.language]
 
-    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
-        """The best `top_k` of the hits at or above MIN_SIMILARITY, by cosine + weight × lexical overlap.
-
-        Ties keep the store's order; without re-ranking this is the nearest `top_k` chunks as they came.
-        """
-        kept = [h for h in hits if h.similarity >= self.min_similarity]
-        words = content_words(query) if self.lexical_weight > 0 else frozenset()
-        if words:
-            weight = self.lexical_weight
-            kept.sort(key=lambda h: h.similarity + weight * lexical_overlap(words, h.text), reverse=True)
-        return kept[: self.top_k]
+    def fuse(
+        self, query: str, language: Language, expansion: Expansion, dense: Sequence[list[Hit]]
+    ) -> Signals:
+        """The three rankings fused, the best `top_k` chunks first, and the question's relevance signals."""
+        index = self.mirror.index
+        own = index.analyze(query)
+        translated = [t for term in expansion.terms for t in index.analyze(term)]
+        scores = index.scores([(own, 1.0), (translated, self.expansion_weight)])
+        lexical = index.top(scores, self.candidates)
+        fused: dict[str, float] = {}
+        hits: dict[str, Hit] = {}
+        for ranking in dense:
+            for rank, hit in enumerate(ranking[: self.candidates], start=1):
+                fused[hit.id] = fused.get(hit.id, 0.0) + 1.0 / (self.rrf_k + rank)
+                best = hits.get(hit.id)
+                if best is None or hit.similarity > best.similarity:
+                    position = index.positions.get(hit.id)
+                    if not hit.metadata and position is not None:
+                        chunk = index.chunks[position]
+                        hit = Hit(hit.id, chunk.text, chunk.metadata, hit.similarity)
+                    hits[hit.id] = hit
+        for rank, scored in enumerate(lexical, start=1):
+            chunk = index.chunks[scored.position]
+            fused[chunk.id] = fused.get(chunk.id, 0.0) + 1.0 / (self.rrf_k + rank)
+            if chunk.id not in hits:
+                hits[chunk.id] = Hit(chunk.id, chunk.text, chunk.metadata, -1.0)
+        order = sorted(fused, key=lambda i: (-fused[i], i))[: self.top_k]
+        ranked = [hits[i] for i in order]
+        # The English view: the question itself, or for an Indonesian question its English gloss (the model
+        # reads English; it places any Indonesian sentence near the Indonesian documents).
+        english = dense[0] if language == "en" else (dense[1] if len(dense) > 1 else [])
+        positions = [index.positions[h.id] for h in ranked[:COVERAGE_CHUNKS] if h.id in index.positions]
+        coverage = max((index.coverage(expansion.words, p) for p in positions), default=0.0)
+        similarity = english[0].similarity if english else 0.0
+        relevance = similarity + self.coverage_weight * coverage
+        return Signals(language, expansion, ranked, similarity, coverage, relevance)
 
     def group(self, hits: list[Hit]) -> list[Passage]:
         by_doc: dict[str, Passage] = {}
         for hit in hits:
-            if hit.similarity < self.min_similarity:
-                continue
             doc = str(hit.metadata.get("doc") or hit.id)
             passage = by_doc.get(doc)
             if passage is None:
@@ -118,6 +221,7 @@ class Retriever:
                     section=str(hit.metadata.get("section") or "") or None,
                     doc=doc,
                     similarity=hit.similarity,
+                    language=str(hit.metadata.get("language") or "") or None,
                 )
             passage.chunks.append(hit.text)
         return list(by_doc.values())

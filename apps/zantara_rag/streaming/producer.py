@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 
-from ..domain import AnswerMeta, ChatRequest, Passage
+from ..domain import AnswerMeta, ChatRequest, Citation, Passage
 from ..errors import ShuttingDown, StreamExpired, ZantaraError
-from ..events import DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
+from ..events import Cite, DoneEvent, ErrorEvent, SourcesEvent, TextEvent, Usage, clean_text, now
 from ..generation.answerer import Answerer
 from ..generation.team import Member
 from ..metrics import Metrics
@@ -25,6 +25,16 @@ def _error(error: ZantaraError, count: int) -> str:
     return ErrorEvent.of(error, count).to_json()
 
 
+def _cites(citations: tuple[Citation, ...], cited: dict[int, list[str]]) -> list[Cite]:
+    """The wire form of a span's citations, noting each cited text under its passage for the sources event."""
+    cites = [Cite(source=c.number, cited_text=clean_text(c.cited_text)) for c in citations]
+    for cite in cites:
+        spans = cited.setdefault(cite.source, [])
+        if cite.cited_text not in spans:
+            spans.append(cite.cited_text)
+    return cites
+
+
 async def produce(
     stream: Stream,
     answerer: Answerer,
@@ -33,32 +43,45 @@ async def produce(
     member: Member | None,
     *,
     metrics: Metrics | None = None,
+    conversation_id: str | None = None,
 ) -> None:
     started = time.perf_counter()
     meta = AnswerMeta()
     meta.timing["queue"] = (time.monotonic() - stream.created) * 1000
     stream.meta = meta  # read by the end-of-stream hook, which runs inside the terminal append
     count = 0
+    span: tuple[Citation, ...] | None = None  # citations that start a new span at the next text event
+    cited: dict[int, list[str]] = {}  # per passage number, the spans cited, in order
     if metrics is not None:
         metrics.streams_active.inc()
     try:
         async for delta in answerer.answer(request, passages, member, meta):
+            if not isinstance(delta, str):
+                span = delta.citations
+                continue
             if not delta:
                 continue
             count += 1
-            stream.append(TextEvent(text=clean_text(delta), sequence_number=count, timestamp=now()).to_json())
+            citations = None if span is None else _cites(span, cited)
+            span = None
+            text = clean_text(delta)
+            event = TextEvent(text=text, sequence_number=count, timestamp=now(), citations=citations)
+            stream.append(event.to_json())
+            meta.text.append(text)
             stream.text_chunks = count
             if count == 1:
                 stream.first_text_at = time.monotonic()
             if metrics is not None:
                 metrics.text_chunk(unread=stream.awaiting_resume)
-        stream.append(SourcesEvent(sources=[p.source() for p in passages]).to_json())
+        meta.sources = [p.source(cited.get(p.number)) for p in passages]
+        stream.append(SourcesEvent(sources=meta.sources).to_json())
         done = DoneEvent(
             sequence_number=count,
             timestamp=now(),
             stream_duration=round(time.perf_counter() - started, 3),
             model=meta.model,
             degraded=meta.degraded,
+            conversation_id=conversation_id,
             usage=Usage(
                 input_tokens=meta.input_tokens,
                 output_tokens=meta.output_tokens,
@@ -82,7 +105,7 @@ async def produce(
             stream.append(_error(ShuttingDown(), count), terminal=True, outcome="shutting_down")
         raise
     except Exception as exc:
-        log.error("answer %s failed unexpectedly (%s)", stream.id, type(exc).__name__)
+        log.error("answer %s failed unexpectedly (%s)", stream.tag, type(exc).__name__)
         stream.append(_error(ZantaraError(), count), terminal=True, outcome="internal_error")
     finally:
         if metrics is not None:

@@ -92,7 +92,7 @@ class StreamRelay(Response):
         reader, stream = self.reader, self.stream
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         self._sent_at = loop.time()
-        listener = asyncio.create_task(self._listen(receive), name=f"disconnect {stream.id}")
+        listener = asyncio.create_task(self._listen(receive), name=f"disconnect {stream.tag}")
         self._timer = loop.call_later(self.heartbeat_seconds, self._tick)
         try:
             while not self._disconnected:

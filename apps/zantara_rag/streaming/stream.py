@@ -10,7 +10,10 @@ while far behind (its client stopped reading) is dropped by the producer, which 
 can see it; it can resume.
 
 Event ids are `<machine>-<token>:<n>`: `n` counts every event of the stream from 1, and the machine part
-lets a reconnect that lands on another Fly machine be replayed to the right one.
+lets a reconnect that lands on another Fly machine be replayed to the right one. The token is 128 random
+bits, but an id is not a capability: a stream belongs to whoever asked (`owner`, a keyed hash of the
+token's subject, or of the client's address without authentication) and answers no one else. A refusal
+is not kept at all: its one event carries the all-zero token, which always answers `204`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from ..settings import MACHINE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEX = 12
+TOKEN_HEX = 32  # 128 random bits
+REFUSAL_TOKEN = "0" * TOKEN_HEX  # the stream of every refusal: never stored, a reconnect gets 204
 _EVENT_ID = re.compile(
     rf"^(?P<stream>(?P<machine>{MACHINE_ID_PATTERN})-(?P<token>[0-9a-f]{{{TOKEN_HEX}}})):(?P<n>\d{{1,9}})$"
 )
@@ -47,6 +51,11 @@ class EventId:
         if not match:
             return None
         return cls(match["stream"], match["machine"], int(match["n"]))
+
+    @property
+    def refusal(self) -> bool:
+        """The id of a refusal's one event: its client already has the terminal event."""
+        return self.stream.endswith(f"-{REFUSAL_TOKEN}")
 
 
 # A reader too far behind is dropped only if it also took nothing for this long: one that is still
@@ -76,8 +85,22 @@ class Reader:
 class Stream:
     """One answer's events, in order, with a bounded replay buffer of their encoded bytes."""
 
-    def __init__(self, stream_id: str, max_events: int, max_bytes: int, retry_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        max_events: int,
+        max_bytes: int,
+        retry_ms: int | None = None,
+        *,
+        owner: str = "",
+        tag: str = "",
+    ) -> None:
         self.id = stream_id
+        # Who may follow it: a keyed hash of who asked (see the module docstring).
+        self.owner = owner
+        # What logs and task names call it: a keyed hash of the id, never the id, which would let a log
+        # reader replay a stream from an address that shares the owner's (behind one NAT).
+        self.tag = tag
         # The SSE `retry:` hint carried by every event (a refusal that names a wait), else None.
         self.retry_ms = retry_ms
         # Positions are contiguous, so a list plus the position of its first element is the whole index.
@@ -162,7 +185,7 @@ class Stream:
             try:
                 self.on_finish(self)
             except Exception as exc:  # bookkeeping must never break a stream
-                log.error("end-of-stream hook failed for %s (%s)", self.id, type(exc).__name__)
+                log.error("end-of-stream hook failed for %s (%s)", self.tag, type(exc).__name__)
 
     def can_replay_from(self, position: int) -> bool:
         """True when every event after `position` is still in the buffer."""

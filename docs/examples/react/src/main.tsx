@@ -1,6 +1,7 @@
 import { type FormEvent, StrictMode, useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { type ZantaraChat, useZantaraChat } from "./useZantaraChat";
+import { httpUrl } from "./links";
+import { type Segment, type Source, type ZantaraChat, useZantaraChat } from "./useZantaraChat";
 
 declare global {
   interface Window {
@@ -12,6 +13,40 @@ declare global {
 const params = new URLSearchParams(location.search);
 const backend = params.get("backend") ?? "http://127.0.0.1:8000";
 const initialQuestion = params.get("q") ?? "";
+
+/** A cited claim: the cited passages on hover (title), and in a note below it on click or Enter. */
+function Claim({ segment, sources }: { segment: Segment; sources: Source[] }) {
+  const [open, setOpen] = useState(false);
+  const passages = segment.citations.map((c) => ({
+    label: `[${c.source}] ${sources[c.source - 1]?.source ?? "Source"}`,
+    text: c.citedText,
+  }));
+  const toggle = () => setOpen((o) => !o);
+  return (
+    <>
+      <mark
+        className="claim"
+        tabIndex={0}
+        role="button"
+        aria-expanded={open}
+        title={passages.map((p) => `${p.label}: “${p.text.trim()}”`).join("\n")}
+        onClick={toggle}
+        onKeyDown={(e) => e.key === "Enter" && toggle()}
+      >
+        {segment.text}
+      </mark>
+      {open && (
+        <span className="claim-cited" role="note">
+          {passages.map((p, i) => (
+            <q key={i}>
+              <b>{p.label}</b> {p.text.trim()}
+            </q>
+          ))}
+        </span>
+      )}
+    </>
+  );
+}
 
 function App() {
   const chat = useZantaraChat({ baseUrl: backend, userEmail: params.get("email") ?? undefined });
@@ -73,7 +108,13 @@ function App() {
       </p>
       {chat.question && <h2 dir="auto">{chat.question}</h2>}
       <div id="answer" className="answer" dir="auto">
-        {chat.answer}
+        {chat.segments.map((segment, i) =>
+          segment.citations.length ? (
+            <Claim key={`${chat.question}:${i}`} segment={segment} sources={chat.sources} />
+          ) : (
+            <span key={i}>{segment.text}</span>
+          ),
+        )}
       </div>
       {chat.error && (
         <p id="error" className="error" role="alert" data-code={chat.error.code}>
@@ -84,8 +125,8 @@ function App() {
       <ol id="sources">
         {chat.sources.map((s, i) => (
           <li key={s.id ?? i} dir="auto">
-            {s.url ? (
-              <a href={s.url} target="_blank" rel="noopener noreferrer">
+            {httpUrl(s.url) ? (
+              <a href={httpUrl(s.url)} target="_blank" rel="noopener noreferrer">
                 {s.source}
               </a>
             ) : (

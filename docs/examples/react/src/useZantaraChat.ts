@@ -6,7 +6,9 @@
  * `{error, code, done: true}`. The hook closes the EventSource on either terminal event, because an
  * EventSource left open reconnects when the server ends the body. Mid-answer drops need no code here: the
  * browser reconnects with `Last-Event-ID` and the server replays what was missed; chunks already shown are
- * skipped by `sequenceNumber`, so the answer never duplicates text.
+ * skipped by `sequenceNumber`, so the answer never duplicates text. A text event that carries `citations`
+ * starts a new span of the answer, resting on those passage spans (`[]`: on none); `segments` keeps the
+ * answer cut that way, so a UI can show the passage behind each claim.
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 
@@ -35,6 +37,20 @@ export interface Source {
   url?: string | null;
   section?: string | null;
   id?: string;
+  /** The exact spans of this source the answer cited. */
+  cited?: string[];
+}
+
+/** A passage span a claim rests on: `source` is its `[n]` (1-based into `sources`). */
+export interface Citation {
+  source: number;
+  citedText: string;
+}
+
+/** A run of the answer's text and the citations it rests on (none for uncited text). */
+export interface Segment {
+  text: string;
+  citations: Citation[];
 }
 
 export interface ChatMessage {
@@ -74,6 +90,8 @@ export interface ZantaraChat {
   state: ChatState;
   question: string;
   answer: string;
+  /** The answer cut where its citations change. */
+  segments: Segment[];
   sources: Source[];
   done: DoneEvent | null;
   error: ChatError | null;
@@ -92,6 +110,7 @@ const STREAM_PATH = "/bali-zero/chat-stream";
 interface Progress {
   question: string;
   answer: string;
+  segments: Segment[];
   sources: Source[];
   done: DoneEvent | null;
   error: ChatError | null;
@@ -104,6 +123,7 @@ interface Progress {
 const EMPTY: Progress = {
   question: "",
   answer: "",
+  segments: [],
   sources: [],
   done: null,
   error: null,
@@ -126,6 +146,15 @@ export function buildStreamUrl(
   if (history.length) url.searchParams.set("conversation_history", JSON.stringify(history));
   if (accessToken) url.searchParams.set("access_token", accessToken);
   return url.toString();
+}
+
+/** `segments` with `text` added: to a new segment when `citations` is present, else to the last one. */
+export function appendText(segments: Segment[], text: string, citations: unknown): Segment[] {
+  if (Array.isArray(citations) || segments.length === 0) {
+    return [...segments, { text, citations: Array.isArray(citations) ? (citations as Citation[]) : [] }];
+  }
+  const last = segments[segments.length - 1];
+  return [...segments.slice(0, -1), { ...last, text: last.text + text }];
 }
 
 export function useZantaraChat(options: UseZantaraChatOptions): ZantaraChat {
@@ -174,7 +203,7 @@ export function useZantaraChat(options: UseZantaraChatOptions): ZantaraChat {
       sourceRef.current = es;
 
       // Mutable per-stream bookkeeping; React state gets a fresh copy after every event.
-      const p: Progress = { ...EMPTY, question };
+      const p: Progress = { ...EMPTY, question, segments: [] };
       let lastSeq = 0;
       let awaitingResume = false;
       const publish = () => setProgress({ ...p });
@@ -213,6 +242,7 @@ export function useZantaraChat(options: UseZantaraChatOptions): ZantaraChat {
           }
           p.chunks += 1;
           p.answer += data.text;
+          p.segments = appendText(p.segments, data.text, data.citations);
           publish();
           setState("streaming");
           return;

@@ -4,6 +4,7 @@
  * Same contract and behaviour as the React hook (docs/frontend.md): text chunks, one sources event, then a
  * terminal done or error event, on which the EventSource is closed (left open, it would reconnect). The browser
  * resumes a dropped stream by itself with `Last-Event-ID`; replayed chunks are skipped by `sequenceNumber`.
+ * `segments` keeps the answer cut where a text event's `citations` start a new span, as the React hook does.
  */
 import { onScopeDispose, readonly, ref, shallowRef } from "vue";
 
@@ -16,6 +17,20 @@ export interface Source {
   url?: string | null;
   section?: string | null;
   id?: string;
+  /** The exact spans of this source the answer cited. */
+  cited?: string[];
+}
+
+/** A passage span a claim rests on: `source` is its `[n]` (1-based into `sources`). */
+export interface Citation {
+  source: number;
+  citedText: string;
+}
+
+/** A run of the answer's text and the citations it rests on (none for uncited text). */
+export interface Segment {
+  text: string;
+  citations: Citation[];
 }
 
 export interface ChatMessage {
@@ -65,10 +80,20 @@ export function buildStreamUrl(
   return url.toString();
 }
 
+/** `segments` with `text` added: to a new segment when `citations` is present, else to the last one. */
+export function appendText(segments: Segment[], text: string, citations: unknown): Segment[] {
+  if (Array.isArray(citations) || segments.length === 0) {
+    return [...segments, { text, citations: Array.isArray(citations) ? (citations as Citation[]) : [] }];
+  }
+  const last = segments[segments.length - 1];
+  return [...segments.slice(0, -1), { ...last, text: last.text + text }];
+}
+
 export function useZantaraChat(options: UseZantaraChatOptions) {
   const state = ref<ChatState>("idle");
   const question = ref("");
   const answer = ref("");
+  const segments = shallowRef<Segment[]>([]);
   const sources = shallowRef<Source[]>([]);
   const done = shallowRef<DoneEvent | null>(null);
   const error = shallowRef<ChatError | null>(null);
@@ -96,6 +121,7 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
   function clearAnswer() {
     question.value = "";
     answer.value = "";
+    segments.value = [];
     sources.value = [];
     done.value = null;
     error.value = null;
@@ -157,6 +183,7 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
         }
         chunks.value += 1;
         answer.value += data.text;
+        segments.value = appendText(segments.value, data.text, data.citations);
         state.value = "streaming";
         return;
       }
@@ -201,6 +228,7 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
     state: readonly(state),
     question: readonly(question),
     answer: readonly(answer),
+    segments,
     sources,
     done,
     error,

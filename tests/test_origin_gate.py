@@ -1,0 +1,59 @@
+"""`OriginGate` in-process: the origin allowlist and the fetch-metadata policy, in front of a tiny app that
+counts what reaches it (anything that does is work another site could have made us do)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from zantara_rag.http.origin import OriginGate
+
+ALLOWED = frozenset({"https://zantara.balizero.com"})
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"answered"})
+
+
+async def get(headers: dict[str, str]) -> tuple[httpx.Response, int]:
+    inner = Counter()
+    transport = httpx.ASGITransport(app=OriginGate(inner, ALLOWED))
+    async with httpx.AsyncClient(transport=transport, base_url="http://zantara") as client:
+        response = await client.get("/bali-zero/chat-stream?query=KITAS", headers=headers)
+    return response, inner.calls
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site", "Cross-Site", " same-site "])
+async def test_a_request_from_another_sites_page_is_refused_before_any_work(site: str) -> None:
+    response, calls = await get({"Sec-Fetch-Site": site})
+    assert (response.status_code, calls) == (403, 0)
+    assert response.json()["code"] == "origin_not_allowed"
+    assert "Sec-Fetch-Site" in response.headers["vary"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, servers, browsers without fetch metadata
+        {"Sec-Fetch-Site": "same-origin"},  # the service's own test page
+        {"Sec-Fetch-Site": "none"},  # a URL typed into the address bar
+        {"Origin": "https://zantara.balizero.com", "Sec-Fetch-Site": "cross-site"},  # CORS decides
+    ],
+    ids=["no-header", "same-origin", "none", "allowed-origin"],
+)
+async def test_what_no_other_site_asked_for_passes(headers: dict[str, str]) -> None:
+    response, calls = await get(headers)
+    assert (response.status_code, calls) == (200, 1)
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null"])
+async def test_an_unlisted_origin_is_refused_whatever_the_fetch_metadata(origin: str) -> None:
+    response, calls = await get({"Origin": origin, "Sec-Fetch-Site": "same-origin"})
+    assert (response.status_code, calls) == (403, 0)
