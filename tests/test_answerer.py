@@ -24,7 +24,7 @@ from zantara_rag.domain import (
 from zantara_rag.errors import UpstreamInterrupted
 from zantara_rag.generation.answerer import Answerer
 from zantara_rag.generation.claude import Claude, make_client
-from zantara_rag.generation.extractive import LABEL_EN, compose, compose_spans
+from zantara_rag.generation.extractive import DECLINED, LABEL_EN, compose, compose_spans
 from zantara_rag.generation.prompt import build_messages
 from zantara_rag.settings import Settings
 
@@ -300,3 +300,49 @@ async def test_the_extractive_stream_is_the_composed_answer_with_a_span_per_quot
     assert spans[0] == (LABEL_EN + "\n\n", ())
     for text, (citation,) in spans[1:]:
         assert citation.cited_text in text and text.rstrip().endswith(f"[{citation.number}]")
+
+
+# --- a request the safety classifiers decline (stop_reason "refusal", no server-side fallback)
+
+
+async def test_a_declined_request_is_asked_once_of_the_fallback_model(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    claude.enqueue({"match_model": PRIMARY, "chunks": [], "stop_reason": "refusal"})
+    meta = AnswerMeta()
+    deltas = await collect(answerer, meta)
+
+    assert "".join(deltas) == GROUNDED
+    assert [r["model"] for r in claude.requests()] == [PRIMARY, FALLBACK]  # no retry of the same model
+    assert (meta.model, meta.degraded) == (FALLBACK, True)
+    assert answerer.breakers[PRIMARY].state == "closed"  # a decline is not a failure of the model
+
+
+async def test_declined_everywhere_the_answer_is_a_short_refusal_in_the_question_s_language(
+    claude: FakeAnthropic,
+) -> None:
+    declined = {"chunks": [], "stop_reason": "refusal"}
+    claude.enqueue(declined, declined)
+    s = settings(claude.base_url)
+    answerer = Answerer(s, Claude(s, make_client(s)))
+    question = ChatRequest(query="Bagaimana cara memalsukan visa?")
+    try:
+        meta = AnswerMeta()
+        pieces = [p async for p in answerer.answer(question, PASSAGES, None, meta)]
+        text = "".join(p for p in pieces if isinstance(p, str))
+    finally:
+        await answerer.aclose()
+    assert text == DECLINED["id"]
+    assert len(claude.requests()) == 2 and meta.model == FALLBACK
+
+
+async def test_a_decline_after_some_text_ends_the_answer_there(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    claude.enqueue({"chunks": ["The test visa ", "costs"], "stop_reason": "refusal"})
+    meta = AnswerMeta()
+    deltas = await collect(answerer, meta)
+
+    assert "".join(deltas) == "The test visa costs"
+    assert len(claude.requests()) == 1  # nothing to continue: the model chose to stop
+    assert (meta.model, meta.degraded) == (PRIMARY, False)

@@ -13,6 +13,10 @@ failure moves along it:
 
 A model whose circuit breaker is open is skipped at no cost (`breaker`). When no model answers, the
 extractive answer is given, `degraded`.
+
+A request a model's safety classifiers decline (`claude.Declined`, before any text) is not a failure of the
+model: the fallback model, another line, is asked once; if it declines too (or there is none), the answer is
+a short refusal in the question's language, not the knowledge base's passages.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from contextlib import aclosing
 
 from ..domain import EXTRACTIVE, AnswerMeta, AnswerPiece, ChatRequest, Citation, Passage, Span
 from ..errors import UpstreamInterrupted
+from ..language import detect_language
 from ..settings import Settings
 from .breaker import Breakers
-from .claude import Claude, UpstreamFailure, classify
+from .claude import Claude, Declined, UpstreamFailure, classify
 from .continuation import continuation_messages, trim_seam
-from .extractive import compose_spans, pieces
+from .extractive import DECLINED, compose_spans, pieces
 from .prompt import build_messages, build_system
 from .team import Member
 
@@ -88,6 +93,7 @@ class Answerer:
         span: tuple[Citation, ...] = ()  # the citations of the span the client's text is in
 
         attempt = 0
+        declined_once = False
         while attempt < len(chain):
             model = chain[attempt]
             breaker = self.breakers[model]
@@ -114,6 +120,17 @@ class Answerer:
                             span = piece.citations
                         first = False
                         yield piece
+            except Declined:
+                breaker.abandon()  # the model is healthy: it said no to this request
+                log.info("model %s declined the request (safety classifiers)", model)
+                if not declined_once and fallback and model != fallback:
+                    declined_once = True
+                    attempt = len(chain) - 1  # the fallback model, another line
+                    continue
+                meta.model, meta.degraded = model, model != primary
+                for piece in pieces(DECLINED[detect_language(request.query)]):
+                    yield piece
+                return
             except Exception as exc:
                 failure = classify(exc)
             except BaseException:  # cancelled, or closed because the reader left: no verdict on the model

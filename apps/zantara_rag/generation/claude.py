@@ -36,6 +36,11 @@ SPEND_LIMIT_MESSAGE = re.compile(r"^You have reached your specified (workspace )
 SPEND_CAP_CODE = "enforced_spend_limit_reached"
 
 
+class Declined(Exception):
+    """The model's safety classifiers declined the request (`stop_reason: "refusal"`) before any text: not a
+    failure of the model, and retrying the same model with the same request gets the same answer."""
+
+
 class UpstreamFailure(Exception):
     """An SDK or transport failure, classified once so the chain can decide what to try next.
 
@@ -162,6 +167,7 @@ class Claude:
                 )
                 async with stream:
                     output_tokens = 0
+                    stop_reason: str | None = None
                     cites: list[Citation] = []  # those of the content block being read
                     announced: tuple[Citation, ...] = ()  # those of the span the text sent so far is in
                     fresh = False  # a block started or a citation came: compare at the next text
@@ -206,8 +212,14 @@ class Claude:
                             elif kind == "message_delta":
                                 usage = event.get("usage") or {}
                                 output_tokens = usage.get("output_tokens") or output_tokens
+                                stop_reason = (event.get("delta") or {}).get("stop_reason")
                     finally:
                         meta.output_tokens += output_tokens
+                    # Current models run safety classifiers that can decline a request, with no server-side
+                    # fallback: after some text, the text stands (the answer ends there); before any, the
+                    # chain decides (answerer.py).
+                    if stop_reason == "refusal" and first:
+                        raise Declined()
 
 
 def _citation(delta: dict[str, Any]) -> Citation | None:

@@ -51,6 +51,17 @@ NOTHING_ID = (
     "hubungi tim Bali Zero untuk konsultasi pribadi."
 )
 NOTHING = {"en": NOTHING_EN, "id": NOTHING_ID}
+# When Claude's safety classifiers decline a question (generation/answerer.py).
+DECLINED = {
+    "en": (
+        "I can't help with this request. For questions about visas, companies, tax or property in "
+        "Indonesia, please rephrase it or contact the Bali Zero team."
+    ),
+    "id": (
+        "Maaf, saya tidak dapat membantu permintaan ini. Untuk pertanyaan tentang visa, perusahaan, pajak "
+        "atau properti di Indonesia, silakan ubah pertanyaan Anda atau hubungi tim Bali Zero."
+    ),
+}
 
 
 def _terms(text: str) -> frozenset[str]:
