@@ -346,3 +346,34 @@ async def test_a_decline_after_some_text_ends_the_answer_there(
     assert "".join(deltas) == "The test visa costs"
     assert len(claude.requests()) == 1  # nothing to continue: the model chose to stop
     assert (meta.model, meta.degraded) == (PRIMARY, False)
+
+
+async def test_a_declined_continuation_leaves_the_text_already_sent_alone(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    claude.enqueue(
+        {"match_model": PRIMARY, "chunks": ["According to ", "the ", "fee"], "cut_after_chunks": 2},
+        {"match_model": FALLBACK, "chunks": [], "stop_reason": "refusal"},
+    )
+    meta = AnswerMeta()
+    text = "".join(await collect(answerer, meta))
+
+    assert text == "According to the "  # no refusal glued onto the answer
+    assert [r["model"] for r in claude.requests()] == [PRIMARY, FALLBACK]
+    assert (meta.model, meta.degraded) == (FALLBACK, True)
+
+
+async def test_a_decline_with_the_fallback_s_breaker_open_is_still_a_refusal(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    fallback = answerer.breakers[FALLBACK]
+    for _ in range(answerer.settings.upstream_breaker_failures):
+        fallback.failure("http_529")
+    assert fallback.state == "open"
+    claude.enqueue({"match_model": PRIMARY, "chunks": [], "stop_reason": "refusal"})
+    meta = AnswerMeta()
+    text = "".join(await collect(answerer, meta))
+
+    assert text == DECLINED["en"]  # not the extractive answer's passages
+    assert [r["model"] for r in claude.requests()] == [PRIMARY]
+    assert meta.model == PRIMARY

@@ -93,7 +93,7 @@ class Answerer:
         span: tuple[Citation, ...] = ()  # the citations of the span the client's text is in
 
         attempt = 0
-        declined_once = False
+        declined_by: str | None = None  # the model whose safety classifiers declined this request
         while attempt < len(chain):
             model = chain[attempt]
             breaker = self.breakers[model]
@@ -123,14 +123,15 @@ class Answerer:
             except Declined:
                 breaker.abandon()  # the model is healthy: it said no to this request
                 log.info("model %s declined the request (safety classifiers)", model)
-                if not declined_once and fallback and model != fallback:
-                    declined_once = True
+                if sent:  # a continuation declined: the text already sent stands, and ends there
+                    meta.model, meta.degraded = model, True
+                    return
+                if declined_by is None and fallback and model != fallback:
+                    declined_by = model
                     attempt = len(chain) - 1  # the fallback model, another line
                     continue
-                meta.model, meta.degraded = model, model != primary
-                for piece in pieces(DECLINED[detect_language(request.query)]):
-                    yield piece
-                return
+                declined_by = model
+                break
             except Exception as exc:
                 failure = classify(exc)
             except BaseException:  # cancelled, or closed because the reader left: no verdict on the model
@@ -156,6 +157,11 @@ class Answerer:
 
         if sent:
             raise UpstreamInterrupted()
+        if declined_by is not None:  # declined, and no other model could answer: a refusal, not passages
+            meta.model, meta.degraded = declined_by, declined_by != primary
+            for piece in pieces(DECLINED[detect_language(request.query)]):
+                yield piece
+            return
         meta.model, meta.degraded = EXTRACTIVE, True
         async for piece in extractive_stream(request.query, passages, self.extractive_delay):
             yield piece

@@ -3,7 +3,8 @@
 Pure ASGI middleware: Starlette's `BaseHTTPMiddleware` runs the endpoint in another task and breaks
 streaming and disconnect handling. The line is written when the response ends, so for an event stream it
 carries the stream's whole duration. The URL's query string is never logged: it holds the question, the
-e-mail address and, with authentication, the access token.
+e-mail address and, with authentication, the access token; nor are the ids in a path (the matched route's
+template is logged instead).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def valid_request_id(value: str | None) -> str | None:
 def _header(scope: Scope, name: bytes) -> str | None:
     values = [v for k, v in scope["headers"] if k == name]
     return values[0].decode("latin-1") if len(values) == 1 else None
+
+
+def _logged_path(scope: Scope) -> str:
+    """The matched route's template (`/conversations/{conversation_id}`), never the values in it: a
+    conversation id is a credential when authentication is off, a document id names a customer's file. A
+    path no route matched is logged as it came."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else str(scope["path"])
 
 
 class RequestLog:
@@ -66,7 +76,7 @@ class RequestLog:
             fields: dict[str, object] = {
                 "request_id": request_id,
                 "method": scope["method"],
-                "path": scope["path"][:_MAX_PATH],
+                "path": _logged_path(scope)[:_MAX_PATH],
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 "client_ip": client_ip(scope, self.trust_proxy_headers),
