@@ -209,3 +209,20 @@ async def test_turns_queued_at_shutdown_are_written_before_it_ends(db_settings: 
         ]
     finally:
         await reopened.aclose()
+
+
+async def test_an_id_whose_owner_cannot_be_checked_starts_a_new_conversation_with_authentication(
+    db_settings: Settings,
+) -> None:
+    # Not started: the database is not migrated yet (down at start), so nobody can say whose the id is.
+    keeper = ConversationKeeper.from_settings(db_settings, Metrics(), KeyedHash(SecretStr("test-key")))
+    assert not keeper.ready
+    requested = new_conversation_id()
+    try:
+        enforced = await keeper.thread(requested, keeper.access(EMAIL, enforced=True))
+        assert enforced.id != requested and is_conversation_id(enforced.id) and enforced.history is None
+        # Without authentication the id is the capability: it is carried on.
+        open_ = await keeper.thread(requested, keeper.access(None, enforced=False))
+        assert open_.id == requested
+    finally:
+        await keeper.aclose()

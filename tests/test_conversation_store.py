@@ -79,6 +79,26 @@ async def test_with_authentication_only_the_owner_sees_a_conversation(engine: As
     assert await store.conversation(cid, ALICE) is not None
 
 
+async def test_an_enforced_turn_is_never_added_to_another_user_s_conversation(engine: AsyncEngine) -> None:
+    # Bob named Alice's id while her history could not be read: his turn must not become her history.
+    store = ConversationStore(engine)
+    cid = new_conversation_id()
+    assert await store.save([record(cid, "Alice's question", enforced=True)]) == 0
+    refused = await store.save(
+        [
+            record(cid, "Bob's question", owner="bob-hash", enforced=True),
+            record(cid, "Alice again", enforced=True),
+        ]
+    )
+    assert refused == 1
+    found = await store.conversation(cid, ALICE)
+    assert found is not None and [t.question for t in found.turns] == ["Alice's question", "Alice again"]
+    # Without authentication the id is the capability: a turn from anyone who holds it is added.
+    assert await store.save([record(cid, "Anyone", owner=None)]) == 0
+    found = await store.conversation(cid, ALICE)
+    assert found is not None and len(found.turns) == 3
+
+
 async def test_a_second_rating_replaces_the_first_and_missing_turns_are_refused(engine: AsyncEngine) -> None:
     store = ConversationStore(engine)
     cid = new_conversation_id()

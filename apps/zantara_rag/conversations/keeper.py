@@ -171,7 +171,7 @@ class ConversationKeeper:
         if self.store is None or self.recorder is None:
             return Thread(requested)  # nothing is stored: the id is carried on, history comes from the client
         if not self.recorder.ready:
-            return Thread(requested)
+            return self._unverified(requested, access)
         limit = max(1, self.settings.max_history_turns)  # two turns (question, answer) per stored row
         try:
             async with asyncio.timeout(HISTORY_TIMEOUT_SECONDS):
@@ -181,7 +181,7 @@ class ConversationKeeper:
             log.error(
                 "reading a conversation's history failed (%s); answering without it", type(exc).__name__
             )
-            return Thread(requested)
+            return self._unverified(requested, access)
         if stored is None:
             if any(access.may_see(owner) for owner in self.recorder.in_flight(requested)):
                 return Thread(requested, [])  # its first answer is still streaming: nothing stored yet
@@ -193,11 +193,16 @@ class ConversationKeeper:
                 history += [Turn("user", turn.question), Turn("assistant", turn.answer)]
         return Thread(requested, history)
 
+    @staticmethod
+    def _unverified(requested: str, access: Access) -> Thread:
+        """The database cannot say whose `requested` is: with authentication on, a new conversation (the
+        id may be someone else's); off, the id itself is the capability and is carried on."""
+        return Thread(new_conversation_id() if access.enforced else requested)
+
     def expect(self, stream_tag: str, conversation_id: str, access: Access, question: str) -> None:
         if self.recorder is not None:
-            self.recorder.expect(
-                stream_tag, Draft(conversation_id, access.owner, question, datetime.now(UTC))
-            )
+            draft = Draft(conversation_id, access.owner, question, datetime.now(UTC), access.enforced)
+            self.recorder.expect(stream_tag, draft)
 
     def finished(self, stream: FinishedStream) -> None:
         if self.recorder is not None:

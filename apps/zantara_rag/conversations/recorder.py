@@ -35,6 +35,7 @@ class Draft:
     owner: str | None
     question: str
     asked_at: datetime
+    enforced: bool = False  # authentication on: the turn goes only into a conversation of its owner
 
 
 class TurnRecorder:
@@ -87,6 +88,7 @@ class TurnRecorder:
             if stream.first_text_at is None
             else round((stream.first_text_at - stream.received) * 1000, 1),
             duration_ms=round((end - stream.received) * 1000, 1),
+            enforced=draft.enforced,
         )
         if not self.ready:
             self._lost(1, "the database is not ready")
@@ -136,13 +138,14 @@ class TurnRecorder:
     async def _write(self, batch: list[tuple[TurnRecord, float]]) -> None:
         records = [r for r, _ in batch]
         try:
-            if records:
-                await self.store.save(records)
+            refused = await self.store.save(records) if records else 0
         except Exception as exc:  # the turns are lost, the service goes on (module docstring)
             self._lost(len(records), f"{type(exc).__name__}")
         else:
+            if refused:
+                self._lost(refused, "the conversation belongs to another user")
             done = time.monotonic()
-            self.metrics.turns_stored_total.inc(len(records))
+            self.metrics.turns_stored_total.inc(len(records) - refused)
             for _, queued in batch:
                 self.metrics.turn_write_seconds.observe(done - queued)
         finally:

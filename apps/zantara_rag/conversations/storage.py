@@ -52,6 +52,8 @@ class TurnRecord:
     cache_read_tokens: int = 0
     first_chunk_ms: float | None = None
     duration_ms: float | None = None
+    # Written only into a conversation of the same owner (authentication on); not stored itself.
+    enforced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,21 +114,23 @@ class ConversationStore:
         self._insert = postgresql.insert if on_postgres else sqlite.insert
         self._greatest = func.greatest if on_postgres else func.max  # SQLite's max() of two values
 
-    async def save(self, records: Sequence[TurnRecord]) -> None:
+    async def save(self, records: Sequence[TurnRecord]) -> int:
         """Write finished turns, in order, in one transaction; each takes its conversation's next number.
+        Returns how many were refused: an enforced turn for a conversation that belongs to someone else (its
+        id was named by another user) is never added to it.
 
-        Three statements per batch, whatever its size: under load the writer catches up in a few round trips.
+        Four statements per batch, whatever its size: under load the writer catches up in a few round trips.
         """
         for attempt in range(_NUMBER_RETRIES):
             try:
                 async with self.engine.begin() as conn:
-                    await self._save_batch(conn, records)
-                return
+                    return await self._save_batch(conn, records)
             except IntegrityError:
                 if attempt == _NUMBER_RETRIES - 1:
                     raise
+        raise AssertionError("unreachable")
 
-    async def _save_batch(self, conn: AsyncConnection, records: Sequence[TurnRecord]) -> None:
+    async def _save_batch(self, conn: AsyncConnection, records: Sequence[TurnRecord]) -> int:
         spans: dict[str, tuple[str | None, datetime, datetime]] = {}
         for r in records:
             owner, first, last = spans.get(r.conversation_id, (r.owner, r.asked_at, r.asked_at))
@@ -140,6 +144,9 @@ class ConversationStore:
                 set_={"updated_at": self._greatest(Conversation.updated_at, ins.excluded.updated_at)},
             )
         )
+        stored = select(Conversation.id, Conversation.owner).where(Conversation.id.in_(list(spans)))
+        owners: dict[str, str | None] = {cid: owner for cid, owner in await conn.execute(stored)}
+        kept = [r for r in records if not r.enforced or owners.get(r.conversation_id) == r.owner]
         counted = await conn.execute(
             select(TurnRow.conversation_id, func.max(TurnRow.number))
             .where(TurnRow.conversation_id.in_(list(spans)))
@@ -147,7 +154,7 @@ class ConversationStore:
         )
         numbers: dict[str, int] = {cid: last for cid, last in counted}
         rows = []
-        for r in records:
+        for r in kept:
             numbers[r.conversation_id] = number = numbers.get(r.conversation_id, 0) + 1
             rows.append(
                 {
@@ -167,7 +174,9 @@ class ConversationStore:
                     "duration_ms": r.duration_ms,
                 }
             )
-        await conn.execute(insert(TurnRow), rows)
+        if rows:
+            await conn.execute(insert(TurnRow), rows)
+        return len(records) - len(kept)
 
     async def _visible(self, conn: AsyncConnection, conversation_id: str, access: Access) -> Any:
         row = (await conn.execute(select(Conversation).where(Conversation.id == conversation_id))).first()
