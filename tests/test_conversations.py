@@ -190,6 +190,15 @@ def test_a_database_outage_never_breaks_an_answer(
             pg.stop()
             during = ask(client, "And for 10 days?", conversation_id=cid)  # history and write both fail
             assert during.last["conversationId"] == cid and answer_text(during)
+            # The routes say so plainly: a JSON 503 with its code, nothing of the driver's error.
+            for method, path, body in (
+                ("GET", f"/conversations/{cid}", None),
+                ("DELETE", f"/conversations/{cid}", None),
+                ("POST", "/feedback", {"conversation_id": cid, "turn": 1, "rating": -1}),
+            ):
+                refused = client.request(method, path, json=body)
+                assert refused.status_code == 503, (method, path, refused.text)
+                assert refused.json()["code"] == "conversations_unavailable"
             pg.start()
             ask(client, "And for a month?", conversation_id=cid)
             turns = client.get(f"/conversations/{cid}").json()["turns"]
@@ -209,6 +218,7 @@ def test_a_database_outage_never_breaks_an_answer(
     errors = [line["msg"] for line in lines if line["level"] == "error"]
     assert any("conversation turn(s) not stored" in m for m in errors), errors
     assert any("reading a conversation's history failed" in m for m in errors), errors
+    assert any(m.startswith("reading a conversation failed") for m in errors), errors
     assert "Traceback" not in logs and "zantara@127.0.0.1" not in logs
 
 

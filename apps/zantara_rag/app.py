@@ -19,7 +19,7 @@ from .events import error_body
 from .http import admin, chat_stream, conversations, health, prometheus
 from .http.admission import Admission
 from .http.origin import OriginGate
-from .http.request_log import RequestLog
+from .http.request_log import RequestLog, route_template
 from .knowledge.watcher import watch_folder
 from .services import Services, build_services, ingest_sample_if_empty
 from .settings import PACKAGE_DIR, Settings
@@ -140,6 +140,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             error_body(exc.code, exc.message, **extra), status_code=exc.status, headers=exc.response_headers()
         )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug: the same JSON error body as every other failure, never the exception's text.
+        route = route_template(request.scope)
+        log.error("unhandled error in %s %s (%s)", request.method, route, type(exc).__name__)
+        error = ZantaraError()
+        return JSONResponse(error_body(error.code, error.message), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -79,6 +79,14 @@ class InvalidFeedback(InvalidRequest):
     )
 
 
+class ConversationsUnavailable(ZantaraError):
+    """The conversation database failed or did not answer in time: the request wrote nothing new."""
+
+    code = "conversations_unavailable"
+    status = 503
+    message = "Saved conversations are unavailable right now. Please try again in a moment."
+
+
 class NotFound(ZantaraError):
     """Also what something that belongs to someone else looks like: nobody learns which ids exist."""
 

@@ -13,11 +13,13 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..domain import FinishedStream, Turn
+from ..errors import ConversationsUnavailable, ZantaraError
 from ..metrics import Metrics
 from ..settings import Settings
 from .database import create_engine, migrate
@@ -36,6 +38,8 @@ PURGE_EVERY_SECONDS = 3600.0
 RETRY_MIGRATION_SECONDS = 30.0
 # At shutdown, after the drain: writing what is queued normally takes milliseconds.
 FLUSH_SECONDS = 1.0
+# Longest a conversation route waits for the database before answering 503 (a frozen server must not hold it).
+ROUTE_TIMEOUT_SECONDS = 5.0
 
 
 def new_conversation_id() -> str:
@@ -210,16 +214,31 @@ class ConversationKeeper:
 
     # --- the conversation routes
 
+    # --- the routes: a database failure or silence becomes one clear error (`ConversationsUnavailable`)
+
+    @asynccontextmanager
+    async def _database(self, what: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(ROUTE_TIMEOUT_SECONDS):
+                yield
+        except ZantaraError:
+            raise
+        except Exception as exc:
+            log.error("%s failed (%s)", what, type(exc).__name__)
+            raise ConversationsUnavailable() from None
+
     async def conversation(self, conversation_id: str, access: Access) -> StoredConversation | None:
         if self.store is None or self.recorder is None or not is_conversation_id(conversation_id):
             return None
         await self.recorder.settled(conversation_id, wait_seconds=SETTLE_SECONDS)
-        return await self.store.conversation(conversation_id, access)
+        async with self._database("reading a conversation"):
+            return await self.store.conversation(conversation_id, access)
 
     async def conversations(self, access: Access, limit: int) -> list[ConversationSummary]:
         if self.store is None or access.owner is None:
             return []
-        return await self.store.conversations(access.owner, limit)
+        async with self._database("listing conversations"):
+            return await self.store.conversations(access.owner, limit)
 
     async def delete(self, conversation_id: str, access: Access) -> bool:
         if self.store is None or self.recorder is None or not is_conversation_id(conversation_id):
@@ -227,7 +246,8 @@ class ConversationKeeper:
         self.recorder.forget(conversation_id)
         try:
             await self.recorder.settled(conversation_id, wait_seconds=SETTLE_SECONDS)
-            return await self.store.delete(conversation_id, access)
+            async with self._database("deleting a conversation"):
+                return await self.store.delete(conversation_id, access)
         finally:
             self.recorder.remember(conversation_id)
 
@@ -237,7 +257,8 @@ class ConversationKeeper:
         if self.store is None or self.recorder is None or not is_conversation_id(conversation_id):
             return False
         await self.recorder.settled(conversation_id, wait_seconds=SETTLE_SECONDS)
-        rated = await self.store.rate(conversation_id, turn, access, rating, comment, datetime.now(UTC))
+        async with self._database("storing feedback"):
+            rated = await self.store.rate(conversation_id, turn, access, rating, comment, datetime.now(UTC))
         if rated:
             self.metrics.feedback_total.labels("up" if rating > 0 else "down").inc()
         return rated

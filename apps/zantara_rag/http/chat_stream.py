@@ -142,13 +142,20 @@ async def open_stream(
     received = time.monotonic()
     try:
         return await _open(request, services, admission, holder, ask, received)
-    except ZantaraError as exc:
-        holder.release()
-        if exc.__cause__ is not None:
-            log.error("retrieval failed (%s)", type(exc.__cause__).__name__)
-        if ask.in_band:
-            return _rejected(services, exc, received, _log_fields(request, services))
+    except (NoContent, ReplayElsewhere):
         raise
+    except Exception as exc:
+        holder.release()
+        if isinstance(exc, ZantaraError):
+            error = exc
+            if exc.__cause__ is not None:
+                log.error("retrieval failed (%s)", type(exc.__cause__).__name__)
+        else:  # a bug: the client still gets one terminal event (or a JSON 500), never the exception's text
+            log.error("opening a stream failed (%s)", type(exc).__name__)
+            error = ZantaraError()
+        if ask.in_band:
+            return _rejected(services, error, received, _log_fields(request, services))
+        raise error from None
 
 
 async def _open(

@@ -36,7 +36,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return values[0].decode("latin-1") if len(values) == 1 else None
 
 
-def _logged_path(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     """The matched route's template (`/conversations/{conversation_id}`), never the values in it: a
     conversation id is a credential when authentication is off, a document id names a customer's file. A
     path no route matched is logged as it came."""
@@ -76,7 +76,7 @@ class RequestLog:
             fields: dict[str, object] = {
                 "request_id": request_id,
                 "method": scope["method"],
-                "path": _logged_path(scope)[:_MAX_PATH],
+                "path": route_template(scope)[:_MAX_PATH],
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 "client_ip": client_ip(scope, self.trust_proxy_headers),
