@@ -570,3 +570,17 @@ async def test_stream_tags_are_keyed_hashes_of_the_id() -> None:
     await settle(stream)
     assert stream.tag == f"tag-of-{len(stream.id)}" and stream.id not in stream.tag
     assert stream.task is not None and stream.id not in stream.task.get_name()
+
+
+async def test_once_closed_the_hub_starts_no_more_answers() -> None:
+    # A question still being retrieved when the drain ended the streams must not start a producer that
+    # uvicorn would then cut without a terminal event.
+    from zantara_rag.errors import ShuttingDown
+
+    hub = make_hub()
+    live = hub.create(forever, owner=OWNER)
+    await hub.close(wait_seconds=1.0)
+    assert live.task is not None and live.task.cancelled()
+    with pytest.raises(ShuttingDown):
+        hub.create(forever, owner=OWNER)
+    assert len(hub) == 1  # nothing was added

@@ -156,7 +156,10 @@ class DrainingServer(uvicorn.Server):
         left = hub.live()
         if left:
             log.info("drain window over: ending %d streams with shutting_down", len(left))
-            await hub.close(wait_seconds=CLOSE_WAIT_SECONDS)
+        # Always: a question still being retrieved now must get `shutting_down`, not a producer that
+        # uvicorn's own shutdown would cut without a terminal event.
+        await hub.close(wait_seconds=CLOSE_WAIT_SECONDS)
+        if left:
             # Readers leave once their terminal event is handed to the connection; a client that stopped
             # reading is left to uvicorn's own graceful timeout.
             flushed = asyncio.get_running_loop().time() + FLUSH_SECONDS

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 
-from ..errors import RateLimited
+from ..errors import RateLimited, ShuttingDown
 from .stream import REFUSAL_TOKEN, TOKEN_HEX, Reader, Stream
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class StreamHub:
         self.tag = tag or random_tag()
         self._streams: dict[str, Stream] = {}
         self._finished: OrderedDict[str, Stream] = OrderedDict()  # in the order they finished
+        self.closing = False  # set by `close`: no answer starts after the shutdown ended the others
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -84,7 +85,10 @@ class StreamHub:
         log_fields: dict[str, object] | None = None,
     ) -> Stream:
         """Start an answer for `owner`. `received` (monotonic) is when its request arrived, for latency
-        metrics. Raises `RateLimited` when `max_streams` streams are live."""
+        metrics. Raises `RateLimited` when `max_streams` streams are live, `ShuttingDown` once `close` ran (a
+        question that was still being retrieved when the drain ended the streams)."""
+        if self.closing:
+            raise ShuttingDown()
         self._sweep()
         while len(self._streams) >= self.max_streams and self._finished:
             self._evict_one()
@@ -187,7 +191,8 @@ class StreamHub:
         del self._finished[victim], self._streams[victim]
 
     async def close(self, wait_seconds: float) -> None:
-        """Cancel every producer still running and wait for them (used at shutdown)."""
+        """Cancel every producer still running and wait for them (used at shutdown); start no more."""
+        self.closing = True
         tasks = [s.task for s in self._streams.values() if s.task is not None and not s.task.done()]
         for task in tasks:
             task.cancel()
