@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 from limits.storage import storage_from_string
+from pydantic import SecretStr
 
 from zantara_rag.errors import BudgetExhausted, RateLimited
 from zantara_rag.http.admission import Admission
 from zantara_rag.http.client import ClientKey
+from zantara_rag.logs import KeyedHash
 from zantara_rag.settings import Settings
 
 
@@ -32,7 +34,8 @@ def scope(address: str, **headers: str) -> dict[str, Any]:
 
 
 def key(address: str, subject: str | None = None, **headers: str) -> ClientKey:
-    return ClientKey.of(scope(address, **headers), trust_proxy_headers=True, subject=subject)
+    subject_key = KeyedHash(SecretStr("test-key"))(subject) if subject is not None else None
+    return ClientKey.of(scope(address, **headers), trust_proxy_headers=True, subject_key=subject_key)
 
 
 # --- who a request counts against
@@ -61,6 +64,8 @@ def test_with_a_token_the_subject_is_the_client_whatever_the_address() -> None:
     assert alice_here == alice_there and alice_here.rate == alice_here.budget
     assert bob_here != alice_here
     assert "alice" not in alice_here.rate, "keys may live in Redis: never a subject in the clear"
+    # One user whatever the case of the address (as conversations and the team directory see it).
+    assert key("198.51.100.1", "Alice@Example.com") == alice_here
 
 
 # --- slots, windows, budgets

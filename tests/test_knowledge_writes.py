@@ -196,6 +196,25 @@ async def test_another_handle_of_the_store_notices_a_change_once(tmp_path: Path,
     assert await changes.check() is False  # seen once, not again
 
 
+async def test_a_refresh_that_failed_is_run_again_at_the_next_check(store: VectorStore) -> None:
+    changes = KnowledgeChanges(store, poll_seconds=60)
+    outcomes = iter([RuntimeError("the store blinked"), None])
+    calls: list[int] = []
+
+    def refresh() -> None:
+        calls.append(1)
+        outcome = next(outcomes)
+        if outcome is not None:
+            raise outcome
+
+    changes.subscribe(refresh)
+    await changes.start()
+    store.bump_version()
+    assert await changes.check() is True and len(calls) == 1  # failed: the change is not marked seen
+    assert await changes.check() is True and len(calls) == 2  # run again, and now it held
+    assert await changes.check() is False and len(calls) == 2
+
+
 def test_the_marker_survives_the_other_collection_flags(store: VectorStore) -> None:
     token = store.bump_version()
     store.set_flag("sample_ingestion_unfinished", True)

@@ -176,7 +176,8 @@ async def _open(
         # `unauthorized` one included, which would otherwise bring the same reconnect back forever).
         raise NoContent()
     principal = authenticate(settings, ask.authorization, ask.access_token)
-    subject = principal.subject if principal is not None else None
+    # The subject as every other part keys it (a keyed hash; e-mail subjects compared case-insensitively).
+    subject = services.hashes(principal.subject) if principal is not None else None
     client = ClientKey.of(request.scope, settings.trust_proxy_headers, subject)
     # Who may follow the stream: a keyed hash of the subject, or of the address without authentication.
     owner = services.hashes.of("owner", client.rate)

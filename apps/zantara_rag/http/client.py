@@ -13,7 +13,6 @@ must not buy a fresh budget each time).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass
 
@@ -26,15 +25,16 @@ BUDGET_PREFIX_V6 = 48
 @dataclass(frozen=True, slots=True)
 class ClientKey:
     """Whom a request counts against: `rate` for questions per minute and open streams, `budget` for the
-    daily tokens. Subjects are hashed: the keys may live in Redis."""
+    daily tokens. With authentication, the token's subject as the caller's keyed hash of it (`subject_key`:
+    the keys may live in Redis, and an e-mail address must not)."""
 
     rate: str
     budget: str
 
     @classmethod
-    def of(cls, scope: Scope, trust_proxy_headers: bool, subject: str | None = None) -> ClientKey:
-        if subject is not None:
-            key = "sub:" + hashlib.sha256(subject.encode()).hexdigest()[:32]
+    def of(cls, scope: Scope, trust_proxy_headers: bool, subject_key: str | None = None) -> ClientKey:
+        if subject_key is not None:
+            key = "sub:" + subject_key
             return cls(key, key)
         return cls(
             client_key(scope, trust_proxy_headers), client_key(scope, trust_proxy_headers, BUDGET_PREFIX_V6)

@@ -12,6 +12,7 @@ parameter before any dependency, so an unauthenticated client could make the ser
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from starlette.datastructures import UploadFile
@@ -114,7 +115,8 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
     keys = [u.key for u in uploads]
     if len(set(keys)) != len(keys):
         raise InvalidUpload("Two files of this upload have the same document id.")
-    _check(uploads, settings)
+    # pypdf reads a PDF of up to INGEST_MAX_FILE_BYTES to count its pages: not on the event loop.
+    await asyncio.to_thread(_check, uploads, settings)
     return uploads
 
 

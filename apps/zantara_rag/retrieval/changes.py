@@ -12,7 +12,8 @@ in the collection's metadata, written after the data). This is the one place in 
 
 Callbacks are for in-process copies of the content (an index kept beside the vectors, a cache): vector
 search itself always reads the store. A callback that fails is logged by type and does not stop the others;
-the next change runs it again.
+the change then stays unseen, so the next check (every `KNOWLEDGE_POLL_SECONDS` in server mode) or the next
+write runs the callbacks again.
 """
 
 from __future__ import annotations
@@ -82,14 +83,18 @@ class KnowledgeChanges:
         async with self._lock:
             if version == self.seen:
                 return
-            self.seen = version
+            failed = False
             for callback in list(self._callbacks):
                 try:
                     result = callback()
                     if inspect.isawaitable(result):
                         await result
                 except Exception as exc:
+                    failed = True
                     log.error("knowledge refresh failed (%s)", type(exc).__name__)
+            if failed:
+                return  # not seen: the next check (or write) runs every callback again
+            self.seen = version
             log.info("knowledge base changed", extra={"fields": {"version": version, "origin": origin}})
             if self._on_refresh is not None:
                 self._on_refresh(origin)
