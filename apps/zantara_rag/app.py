@@ -86,9 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             services = await build_services(settings)
+        except ZantaraError as exc:
+            log.error("cannot start: %s", exc.message)
+            raise
+        try:
             admission = Admission.from_settings(settings, on_refusal=services.metrics.rate_limited)
         except ZantaraError as exc:
             log.error("cannot start: %s", exc.message)
+            await services.aclose()  # the writer lock, the conversation writer, the clients
             raise
         app.state.services = services
         app.state.admission = admission

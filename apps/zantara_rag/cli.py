@@ -148,6 +148,7 @@ def _ingest_remote(args: argparse.Namespace, settings: Settings, paths: list[Pat
             root=settings.knowledge_path,
             prune=args.prune,
             progress=False if args.no_progress else None,
+            max_file_bytes=settings.ingest_max_file_bytes,
         )
     except RemoteRefused as exc:
         print(f"zantara-rag ingest: {exc}", file=sys.stderr)
@@ -159,7 +160,7 @@ def _ingest_remote(args: argparse.Namespace, settings: Settings, paths: list[Pat
 def _ingest_here(args: argparse.Namespace, settings: Settings, paths: list[Path]) -> int:
     from .errors import EmbeddingModelMismatch
     from .knowledge.enrichment import Enricher
-    from .knowledge.ingest import ingest
+    from .knowledge.ingest import ingest_configured
     from .retrieval.embedder import Embedder
     from .retrieval.store import INDEX_FORMAT, VectorStore
 
@@ -179,19 +180,21 @@ def _ingest_here(args: argparse.Namespace, settings: Settings, paths: list[Path]
         )
         return 2
     embedder = Embedder.from_settings(settings)
-    report = ingest(
-        paths,
-        store,
-        embedder,
-        root=settings.knowledge_path,
-        max_chars=settings.chunk_max_chars,
-        overlap=settings.chunk_overlap_chars,
-        max_file_bytes=settings.ingest_max_file_bytes,
-        max_pdf_pages=settings.ingest_max_pdf_pages,
-        prune=args.prune,
-        progress=False if args.no_progress else None,
-        enricher=Enricher.from_settings(settings),
-    )
+    enricher = Enricher.from_settings(settings)
+    try:
+        report = ingest_configured(
+            paths,
+            store,
+            embedder,
+            settings,
+            enricher=enricher,
+            prune=args.prune,
+            progress=False if args.no_progress else None,
+        )
+    finally:
+        embedder.close()
+        if enricher is not None:
+            enricher.close()
     print(report.summary())
     return 1 if report.failed and report.files == len(report.failed) else 0
 

@@ -23,7 +23,7 @@ from .generation.answerer import Answerer
 from .generation.claude import Claude, make_client
 from .generation.team import TeamDirectory
 from .knowledge.enrichment import Enricher
-from .knowledge.ingest import IngestionStopped, doc_key, ingest
+from .knowledge.ingest import IngestionStopped, doc_key
 from .knowledge.library import Library
 from .language import load_language_model
 from .logs import KeyedHash, log_stream_end
@@ -228,28 +228,15 @@ async def ingest_sample_if_empty(services: Services) -> None:
     log.info("%s: ingesting the knowledge base from %s", reason, settings.knowledge_path)
     try:
         await asyncio.to_thread(store.set_flag, SAMPLE_INGESTION_UNFINISHED, True)
-        report = await asyncio.to_thread(
-            ingest,
-            [settings.knowledge_path],
-            services.store,
-            services.embedder,
-            root=settings.knowledge_path,
-            max_chars=settings.chunk_max_chars,
-            overlap=settings.chunk_overlap_chars,
-            max_file_bytes=settings.ingest_max_file_bytes,
-            max_pdf_pages=settings.ingest_max_pdf_pages,
-            prune=services.upgrade,
-            progress=False,
-            stop=services.stop_ingestion,
-            enricher=Enricher.from_settings(settings),
+        # Through the one writer: an upload or a watched file waits for it (knowledge/library.py).
+        report = await services.library.ingest_folder(
+            settings.knowledge_path, prune=services.upgrade, stop=services.stop_ingestion
         )
         if services.upgrade:
             await asyncio.to_thread(store.set_index_format)
             services.upgrade = False
         await asyncio.to_thread(store.set_flag, SAMPLE_INGESTION_UNFINISHED, False)
         log.info("ingested: %s", report.summary())
-        if report.version is not None:
-            await services.changes.changed_here(report.version)
     except IngestionStopped:
         log.info("first-start ingestion stopped by the shutdown; the next start carries on")
     except Exception as exc:

@@ -222,9 +222,9 @@ async def _open(
         )
     except RateLimited:  # the hub filled up while this request was retrieving
         raise admission.full() from None
+    _when_done(admission, stream, ticket, client)
     holder.ticket = None  # the producer holds the slot now, until it ends
     services.conversations.expect(stream.tag, thread.id, access, chat.query)
-    _when_done(admission, stream, ticket, client)
     return Opened(stream, 0, headers)
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..language import LANGUAGES, detect_language
+from ..retrieval.embedder import default_cache_dir as service_cache_dir
 from ..settings import Settings
 from .documents import Document
 
@@ -43,8 +43,7 @@ SYSTEM = (
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "zantara-rag" / "enrichment"
+    return service_cache_dir() / "enrichment"
 
 
 def needs_enrichment(document: Document) -> bool:
@@ -76,6 +75,9 @@ class Enricher:
             timeout=60.0,
         )
         return cls(client, settings.anthropic_model, settings.enrichment_cache_dir or default_cache_dir())
+
+    def close(self) -> None:
+        self.client.close()
 
     def enrich(self, document: Document) -> Document:
         """`document` with the titles and keywords its front matter lacks filled in (module docstring)."""

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..retrieval.embedder import Embedder
 from ..retrieval.store import SUPERSEDED, VectorStore
-from ..settings import INGEST_MAX_FILE_BYTES, INGEST_MAX_PDF_PAGES
+from ..settings import INGEST_MAX_FILE_BYTES, INGEST_MAX_PDF_PAGES, Settings
 from .chunking import Chunk, chunk_document, content_hash
 from .documents import Document, UnreadableDocument, load, parse
 from .enrichment import Enricher
@@ -168,6 +168,34 @@ def ingest(
         report.version = store.bump_version()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def ingest_configured(
+    paths: list[Path],
+    store: VectorStore,
+    embedder: Embedder,
+    settings: Settings,
+    *,
+    enricher: Enricher | None,
+    prune: bool = False,
+    progress: bool | None = False,
+    stop: threading.Event | None = None,
+) -> IngestReport:
+    """`ingest` with the settings' knowledge root, chunking and caps: how the service and the CLI call it."""
+    return ingest(
+        paths,
+        store,
+        embedder,
+        root=settings.knowledge_path,
+        max_chars=settings.chunk_max_chars,
+        overlap=settings.chunk_overlap_chars,
+        max_file_bytes=settings.ingest_max_file_bytes,
+        max_pdf_pages=settings.ingest_max_pdf_pages,
+        prune=prune,
+        progress=progress,
+        stop=stop,
+        enricher=enricher,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ..settings import Settings
 from .documents import UnreadableDocument
 from .enrichment import Enricher
 from .files import SkippedFile
-from .ingest import IngestReport, doc_key, ingest, remove_document, sync_bytes
+from .ingest import IngestReport, doc_key, ingest_configured, remove_document, sync_bytes
 
 log = logging.getLogger("zantara_rag.knowledge")
 
@@ -145,6 +146,8 @@ class Library:
         """Let a write in progress finish (bounded): its thread cannot be stopped half-way anyway."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=wait_seconds)
+        if self.enricher is not None:
+            self.enricher.close()
 
     async def _detached(self, work: Any) -> Any:
         # The write goes on if the caller is cancelled (a client leaving): a half-run batch would have
@@ -223,6 +226,26 @@ class Library:
             self._log(actor, "deleted", key, {"chunks": removed})
         return removed > 0
 
+    async def ingest_folder(
+        self, folder: Path, *, prune: bool, stop: threading.Event | None = None
+    ) -> IngestReport:
+        """Sync a whole folder (the first-start ingestion, an upgrade), as the one writer: uploads and the
+        watcher wait for it, and the change is recorded and refreshed here once it is done."""
+        async with self._lock:
+            report = await asyncio.to_thread(
+                ingest_configured,
+                [folder],
+                self.store,
+                self.embedder,
+                self.settings,
+                enricher=self.enricher,
+                prune=prune,
+                stop=stop,
+            )
+            if report.version is not None:
+                await self.changes.changed_here(report.version)
+        return report
+
     async def _sync_files(self, changed: list[Path], gone: list[Path], actor: str) -> IngestReport:
         root = self.settings.knowledge_path
         async with self._lock:
@@ -230,17 +253,7 @@ class Library:
             files = [p for p in changed if p.is_file()]
             if files:
                 report = await asyncio.to_thread(
-                    ingest,
-                    files,
-                    self.store,
-                    self.embedder,
-                    root=root,
-                    max_chars=self.settings.chunk_max_chars,
-                    overlap=self.settings.chunk_overlap_chars,
-                    max_file_bytes=self.settings.ingest_max_file_bytes,
-                    max_pdf_pages=self.settings.ingest_max_pdf_pages,
-                    progress=False,
-                    enricher=self.enricher,
+                    ingest_configured, files, self.store, self.embedder, self.settings, enricher=self.enricher
                 )
             removed_here = 0
             for path in gone:

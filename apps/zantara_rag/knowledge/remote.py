@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -34,6 +35,7 @@ def ingest_remote(
     prune: bool = False,
     progress: bool | None = None,
     timeout: float = 300.0,
+    max_file_bytes: int = INGEST_MAX_FILE_BYTES,
 ) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport()
@@ -52,7 +54,7 @@ def ingest_remote(
         for file in iterator:
             key = doc_key(file, root)
             try:
-                data = read_regular(file, INGEST_MAX_FILE_BYTES)
+                data = read_regular(file, max_file_bytes)
             except SkippedFile as exc:
                 report.skipped.append(f"{file.name} ({exc.reason})")
                 continue
@@ -77,7 +79,8 @@ def ingest_remote(
             for document in listed.json()["documents"]:
                 gone = document["id"]
                 if gone not in seen and any(gone.startswith(folder) for folder in folders):
-                    deleted = _send(client, "DELETE", f"/admin/documents/{gone}")
+                    # An id is a path: segments quoted, slashes kept (the route takes `{doc_id:path}`).
+                    deleted = _send(client, "DELETE", f"/admin/documents/{quote(gone, safe='/')}")
                     if deleted.status_code != 404:
                         _refuse_unless_ok(deleted)
                         report.removed += int(document.get("chunks", 0))
