@@ -6,6 +6,7 @@ importing one another.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -154,3 +155,15 @@ class FinishedStream(Protocol):
     def cancelled_by_disconnect(self) -> bool: ...
     @property
     def log_fields(self) -> dict[str, object]: ...
+
+
+def stream_timings(stream: FinishedStream) -> tuple[float | None, float]:
+    """Seconds from the request to the stream's first text (None without text) and to its end (now, if it
+    has not ended): what the log line, the metrics and the stored turn report."""
+    first = None if stream.first_text_at is None else stream.first_text_at - stream.received
+    end = stream.finished_at if stream.finished_at is not None else time.monotonic()
+    return first, end - stream.received
+
+
+def milliseconds(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

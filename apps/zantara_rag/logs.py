@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from .domain import FinishedStream
+from .domain import FinishedStream, milliseconds, stream_timings
 from .settings import Settings
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
@@ -113,10 +113,9 @@ def log_stream_end(stream: FinishedStream) -> None:
     if meta is not None:
         fields.update(model=meta.model, degraded=meta.degraded)
     fields["text_chunks"] = stream.text_chunks
-    first = stream.first_text_at
-    fields["time_to_first_chunk_ms"] = None if first is None else round((first - stream.received) * 1000, 1)
-    end = stream.finished_at if stream.finished_at is not None else time.monotonic()
-    fields["duration_ms"] = round((end - stream.received) * 1000, 1)
+    first, duration = stream_timings(stream)
+    fields["time_to_first_chunk_ms"] = milliseconds(first)
+    fields["duration_ms"] = milliseconds(duration)
     if meta is not None and meta.upstream_attempts:
         fields.update(
             input_tokens=meta.input_tokens,

@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from .domain import FinishedStream
+from .domain import FinishedStream, stream_timings
 
 _FIRST_CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 _DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -184,9 +184,10 @@ class Metrics:
         meta = stream.meta
         if meta is None or stream.finished_at is None:
             return  # a refusal before any answer: no latency to speak of
-        self.stream_duration.observe(stream.finished_at - stream.received)
-        if stream.first_text_at is not None:
-            self.time_to_first_chunk.observe(stream.first_text_at - stream.received)
+        first, duration = stream_timings(stream)
+        self.stream_duration.observe(duration)
+        if first is not None:
+            self.time_to_first_chunk.observe(first)
         if meta.upstream_attempts:
             self.upstream_tokens_total.labels("input").inc(meta.input_tokens)
             self.upstream_tokens_total.labels("output").inc(meta.output_tokens)

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain import FinishedStream
+from ..domain import FinishedStream, milliseconds, stream_timings
 from ..metrics import Metrics
 from .storage import ConversationStore, TurnRecord
 
@@ -70,7 +70,7 @@ class TurnRecorder:
         meta = stream.meta
         if draft is None or meta is None or draft.conversation_id in self._forgotten:
             return
-        end = stream.finished_at if stream.finished_at is not None else time.monotonic()
+        first, duration = stream_timings(stream)
         record = TurnRecord(
             conversation_id=draft.conversation_id,
             owner=draft.owner,
@@ -84,10 +84,8 @@ class TurnRecorder:
             input_tokens=meta.input_tokens,
             output_tokens=meta.output_tokens,
             cache_read_tokens=meta.cache_read_tokens,
-            first_chunk_ms=None
-            if stream.first_text_at is None
-            else round((stream.first_text_at - stream.received) * 1000, 1),
-            duration_ms=round((end - stream.received) * 1000, 1),
+            first_chunk_ms=milliseconds(first),
+            duration_ms=milliseconds(duration),
             enforced=draft.enforced,
         )
         if not self.ready:
