@@ -143,7 +143,8 @@ class Settings(BaseSettings):
     # Set: /metrics is served on this port only (Fly's scraper reads it privately), never on PORT.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     timing_headers: bool = False
-    # Unset: a random key per process (user hashes in logs then change at each restart).
+    # Unset: a key derived from AUTH_SECRET when that is set (logs.KeyedHash.from_settings), else a random key
+    # per process (user hashes in logs then change at each restart).
     log_hash_key: SecretStr | None = None
 
     # --- conversations and feedback (docs/api.md), kept in a database (apps/zantara_rag/conversations)
