@@ -10,6 +10,7 @@ import fnmatch
 import json
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -329,13 +330,66 @@ def test_uvicorn_caps_connections_above_the_proxy_limit(fly, fly_settings):
     assert hard_limit < fly_settings.limit_concurrency <= 2 * hard_limit
 
 
+# What holding one encoded event costs beyond its bytes: the `bytes` object's header and its list slot.
+EVENT_OBJECT_BYTES = sys.getsizeof(b"") + struct.calcsize("P")
+# Fly's machine ids (FLY_MACHINE_ID), the first part of every event id: 14 hex characters.
+FLY_MACHINE_ID = "148ed193b95d89"
+
+
 def test_the_replay_buffers_fit_the_vm_in_the_worst_case(fly, fly_settings):
-    # Every kept stream full to RESUME_MAX_BYTES, on top of the highest RSS measured (docs/deploy.md:
-    # 946 MB with torch resident), must fit the VM.
+    # Every kept stream full to RESUME_MAX_BYTES and RESUME_MAX_EVENTS (with the objects that hold them), on
+    # top of the highest RSS measured (docs/deploy.md: 946 MB with torch resident), a re-index over `fly ssh
+    # console` (a second process, 418 MB peak) and ~0.2 MB per live answer, must fit the VM.
     (vm,) = fly["vm"]
     memory_mb = int(vm["memory"].removesuffix("gb")) * 1024
-    buffers_mb = fly_settings.resume_max_streams * fly_settings.resume_max_bytes / 2**20
-    assert 946 + buffers_mb < memory_mb, buffers_mb
+    per_stream = fly_settings.resume_max_bytes + fly_settings.resume_max_events * EVENT_OBJECT_BYTES
+    buffers_mb = fly_settings.resume_max_streams * per_stream / 2**20
+    live_mb = fly_settings.max_concurrent_streams * 0.2
+    assert 946 + 418 + live_mb + buffers_mb < memory_mb, buffers_mb
+
+
+def test_the_longest_answer_stays_replayable_whole(fly_settings):
+    """2 x MAX_OUTPUT_TOKENS text tokens (an answer and one continuation; thinking tokens count toward
+    `max_tokens` and write no text), at one token per text event, then the sources and done events: a stream
+    with fly.toml's limits keeps every event, with room to spare for citations (their quoted text is not
+    output tokens, so no token limit bounds it)."""
+    from zantara_rag.events import DoneEvent, Source, SourcesEvent, TextEvent, Usage, now
+    from zantara_rag.streaming.stream import TOKEN_HEX, Reader, Stream
+
+    tokens = 2 * fly_settings.max_output_tokens
+    # A word of the sample knowledge base per token: longer than Claude's tokens on average (~6.5 bytes).
+    documents = sorted((ROOT / "apps" / "knowledge").glob("*.md"))
+    knowledge = " ".join(p.read_text(encoding="utf-8") for p in documents)
+    words = re.findall(r"\s*\S+", knowledge)
+    stream = Stream(
+        f"{FLY_MACHINE_ID}-{'f' * TOKEN_HEX}", fly_settings.resume_max_events, fly_settings.resume_max_bytes
+    )
+    for n in range(1, tokens + 1):
+        stream.append(TextEvent(text=words[n % len(words)], sequence_number=n, timestamp=now()).to_json())
+    source = Source(
+        source="T" * 120,
+        snippet="s" * 240,
+        similarity=0.5,
+        url="https://balizero.com/kb/" + "p" * 100,
+        section="S" * 200,
+        id="knowledge/" + "d" * 100 + ".md",
+    )
+    stream.append(SourcesEvent(sources=[source] * fly_settings.sources_top_k).to_json())
+    done = DoneEvent(
+        sequence_number=tokens,
+        timestamp=now(),
+        stream_duration=299.999,
+        model=fly_settings.anthropic_fallback_model,
+        degraded=True,
+        usage=Usage(input_tokens=99_999, output_tokens=99_999, cache_read_tokens=99_999),
+        conversation_id="f" * 32,
+    )
+    stream.append(done.to_json(), terminal=True, outcome="degraded")
+
+    assert stream.first_kept == 1 and stream.last_position == tokens + 2, "events were evicted"
+    encoded = len(stream.take(Reader(0, slack=tokens)))
+    print(f"\n[longest answer] {tokens + 2} events, {encoded / 1024:.0f} KiB encoded")
+    assert fly_settings.resume_max_bytes - encoded >= 128 * 1024, "little room left for citations"
 
 
 def test_the_test_page_is_in_the_image_where_the_app_looks(runtime, tmp_path, monkeypatch):

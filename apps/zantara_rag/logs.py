@@ -74,8 +74,9 @@ DERIVED_KEY_LABEL = b"zantara-rag: the key of keyed hashes"
 
 class KeyedHash:
     """Keyed hashes (HMAC-SHA256, 24 hex characters) of what must be correlated but never shown: a user's
-    e-mail address, a stream id, who owns a stream. The key is `LOG_HASH_KEY`, or random per process
-    (hashes then change at each restart)."""
+    e-mail address, a stream id, who owns a stream. The key is `LOG_HASH_KEY`; unset, one derived from
+    `AUTH_SECRET` (`from_settings`), or without either a random key per process (hashes then change at each
+    restart)."""
 
     def __init__(self, key: SecretStr | None) -> None:
         self._key = key.get_secret_value().encode() if key is not None else secrets.token_bytes(32)

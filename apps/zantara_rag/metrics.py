@@ -114,7 +114,7 @@ class Metrics:
         )
         self.kb_write_seconds = Histogram(
             "zantara_kb_write_seconds",
-            "One document's sync (parse, embed, write) or deletion, through the admin API or the watcher.",
+            "One document's upload (parse, embed, write) or deletion through the admin API.",
             buckets=_KB_WRITE_BUCKETS,
             registry=r,
         )

@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 # metrics listener closes. Each step is bounded by one of these.
 FLUSH_SECONDS = 2.0
 GRACEFUL_SHUTDOWN_SECONDS = 3
-METRICS_SHUTDOWN_SECONDS = 1
+# The metrics listener's own graceful wait (uvicorn's), and the longest the shutdown waits for the listener
+# to exit: that wait plus a second for uvicorn's ticks and closing its sockets. The sum counts the latter.
+METRICS_GRACEFUL_SECONDS = 1
+METRICS_SHUTDOWN_SECONDS = METRICS_GRACEFUL_SECONDS + 1
 
 
 def worst_case_shutdown_seconds(settings: Settings) -> float:
@@ -128,7 +131,7 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
         if self.metrics is not None and self._metrics_task is not None:
             self.metrics.should_exit = True
-            await asyncio.wait({self._metrics_task}, timeout=METRICS_SHUTDOWN_SECONDS + 1)
+            await asyncio.wait({self._metrics_task}, timeout=METRICS_SHUTDOWN_SECONDS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         services = getattr(getattr(self.config.app, "state", None), "services", None)
@@ -205,7 +208,7 @@ def metrics_server(settings: Settings, app: FastAPI) -> uvicorn.Server | None:
         log_config=None,
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=METRICS_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=METRICS_GRACEFUL_SECONDS,
         limit_concurrency=16,  # a scraper or two
         http=HeadTimeoutH11Protocol.with_timeout(settings.head_timeout_seconds),
         h11_max_incomplete_event_size=16_384,

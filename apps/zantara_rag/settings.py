@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     resume_grace_seconds: float = Field(15.0, ge=0, le=600)
     resume_ttl_seconds: float = Field(120.0, ge=0, le=3600)
     resume_max_streams: int = Field(5000, ge=1, le=1_000_000)
-    resume_max_events: int = Field(4000, ge=16, le=1_000_000)
+    # The longest answer: 2 x MAX_OUTPUT_TOKENS text events (an answer and a continuation), sources, done.
+    resume_max_events: int = Field(4200, ge=16, le=1_000_000)
     resume_max_bytes: int = Field(1_000_000, ge=4096, le=100_000_000)
     slow_client_max_lag_events: int = Field(2000, ge=16, le=1_000_000)
     drain_seconds: float = Field(25.0, ge=0, le=290)
@@ -143,7 +144,8 @@ class Settings(BaseSettings):
     # Set: /metrics is served on this port only (Fly's scraper reads it privately), never on PORT.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     timing_headers: bool = False
-    # Unset: a random key per process (user hashes in logs then change at each restart).
+    # Unset: a key derived from AUTH_SECRET when that is set (logs.KeyedHash.from_settings), else a random key
+    # per process (user hashes in logs then change at each restart).
     log_hash_key: SecretStr | None = None
 
     # --- conversations and feedback (docs/api.md), kept in a database (apps/zantara_rag/conversations)
