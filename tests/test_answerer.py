@@ -251,6 +251,25 @@ async def test_a_thinking_block_before_the_text_changes_nothing(
     assert sum(isinstance(p, Span) for p in pieces) == 3
 
 
+async def test_thinking_longer_than_the_first_token_timeout_is_not_a_stall(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    # The thinking block is open for 3 s; UPSTREAM_FIRST_TOKEN_TIMEOUT is 2 s in these settings.
+    claude.enqueue({"thinking": True, "first_token_delay_ms": 3000})
+    meta = AnswerMeta()
+    assert "".join(await collect(answerer, meta)) == GROUNDED
+    assert len(claude.requests()) == 1 and (meta.model, meta.degraded) == (PRIMARY, False)
+
+
+async def test_silence_before_the_first_token_without_thinking_is_still_cut(
+    answerer: Answerer, claude: FakeAnthropic
+) -> None:
+    claude.enqueue({"first_token_delay_ms": 3000})
+    meta = AnswerMeta()
+    assert "".join(await collect(answerer, meta)) == GROUNDED  # from the retry
+    assert [r["outcome"] for r in claude.requests()] == ["client_disconnected", "completed"]
+
+
 async def test_citations_the_chain_cannot_place_are_dropped(
     answerer: Answerer, claude: FakeAnthropic
 ) -> None:

@@ -167,12 +167,12 @@ def block_delta(index: int, delta: dict[str, Any]) -> bytes:
     return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
 
-# A thinking block as the 4.6+ models send one whose thinking is not displayed: no text, a signature.
-THINKING_BLOCK = (
-    block_start(0, {"type": "thinking", "thinking": "", "signature": ""})
-    + block_delta(0, {"type": "signature_delta", "signature": "c2lnbmF0dXJlLW9mLXRoZS1mYWtl"})
-    + block_stop(0)
-)
+# A thinking block as the 4.6+ models send one whose thinking is not displayed: it opens at once, and its
+# signature (no text) closes it when the thinking is over, `first_token_delay_ms` later.
+THINKING_OPENS = block_start(0, {"type": "thinking", "thinking": "", "signature": ""})
+THINKING_ENDS = block_delta(
+    0, {"type": "signature_delta", "signature": "c2lnbmF0dXJlLW9mLXRoZS1mYWtl"}
+) + block_stop(0)
 MESSAGE_STOP = _event("message_stop", {"type": "message_stop"})
 _DELTA_HEAD = (
     b"event: content_block_delta\n"
@@ -322,7 +322,9 @@ class _Answer:
         self.first = first
         self.chunks = [c for chunks, _ in blocks for c in chunks]
         self.block_of = [first + b for b, (chunks, _) in enumerate(blocks) for _ in chunks]
-        self.head = (THINKING_BLOCK if first else b"") + block_start(first) + PING
+        # What goes out with the response head, and what when the first text is due (the thinking done).
+        self.head = THINKING_OPENS if first else block_start(first) + PING
+        self.opening = THINKING_ENDS + block_start(first) + PING if first else b""
         self.plain = first == 0 and len(blocks) == 1 and not blocks[0][1]
         self.frames: list[bytes] = [] if self.plain else self._frames()
 
@@ -413,6 +415,7 @@ class _Stream(_Exchange):
         rec: dict[str, Any],
         *,
         get_frame: Callable[[int], bytes],
+        opening: bytes,
         last_index: Callable[[int], int],
         n_chunks: int,
         plan: dict[str, Any],
@@ -423,6 +426,7 @@ class _Stream(_Exchange):
         super().__init__(state, conn, rec)
         self.loop = state.loop
         self.get_frame = get_frame
+        self.opening = opening  # written before the first delta (a thinking block's end)
         self.last_index = last_index
         self.n = n_chunks
         self.i = 0
@@ -490,13 +494,16 @@ class _Stream(_Exchange):
                     "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
                     "usage": usage,
                 }
-                stop = block_stop(self.last_index(i))
+                stop = self.opening + block_stop(self.last_index(i))
                 write(stop + _event("message_delta", delta) + MESSAGE_STOP + LAST_CHUNK)
                 self._finish("completed")
                 return
             if conn.paused:
                 self.waiting_write = True
                 return
+            if self.opening:
+                write(self.opening)
+                self.opening = b""
             write(self.get_frame(i))
             self.i = i + 1
             rec["chunks_sent"] = i + 1
@@ -834,6 +841,7 @@ class FakeState:
             conn,
             rec,
             get_frame=answer.frame,
+            opening=answer.opening,
             last_index=answer.last_index,
             n_chunks=n_chunks,
             plan=plan,

@@ -34,6 +34,7 @@ SPEND_CAP_HINT = "billing: the organisation's monthly spend cap (usage tier) is 
 # A spend limit answers 400 with this message; a monthly cap answers 429 without retry-after (and says so).
 SPEND_LIMIT_MESSAGE = re.compile(r"^You have reached your specified (workspace )?API usage limits")
 SPEND_CAP_CODE = "enforced_spend_limit_reached"
+THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
 class Declined(Exception):
@@ -168,6 +169,7 @@ class Claude:
                 async with stream:
                     output_tokens = 0
                     stop_reason: str | None = None
+                    thinking = False  # a thinking block is open (before the first text)
                     cites: list[Citation] = []  # those of the content block being read
                     announced: tuple[Citation, ...] = ()  # those of the span the text sent so far is in
                     fresh = False  # a block started or a citation came: compare at the next text
@@ -205,6 +207,17 @@ class Claude:
                             elif kind == "content_block_start":
                                 cites = []
                                 fresh = True
+                                block = (event.get("content_block") or {}).get("type")
+                                if first and block in THINKING_BLOCKS:
+                                    # Current models think before they answer (adaptive thinking, its
+                                    # text not displayed): a thinking block is not a stall, and only
+                                    # the total timeout bounds it; the wait for the first token
+                                    # starts again when it ends.
+                                    thinking = True
+                                    scope.reschedule(deadline)
+                            elif kind == "content_block_stop" and thinking:
+                                thinking = False
+                                scope.reschedule(min(loop.time() + s.upstream_first_token_timeout, deadline))
                             elif kind == "message_start":
                                 usage = (event.get("message") or {}).get("usage") or {}
                                 meta.input_tokens += usage.get("input_tokens") or 0
