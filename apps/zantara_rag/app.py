@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .errors import InvalidFeedback, InvalidRequest, ZantaraError
@@ -27,6 +28,11 @@ from .settings import PACKAGE_DIR, Settings
 log = logging.getLogger(__name__)
 
 SSE_TEST_NAME = "SSE_TEST.html"
+# Starlette's own refusals (no route, or not this method), as our error bodies.
+HTTP_ERRORS = {
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+}
 # Longest the shutdown waits for the knowledge base's writers (the first-start ingestion, the folder watcher,
 # an upload) to finish the document each is on: they stop together, within this one bound.
 KNOWLEDGE_STOP_SECONDS = 10.0
@@ -153,6 +159,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.error("unhandled error in %s %s (%s)", request.method, route, type(exc).__name__)
         error = ZantaraError()
         return JSONResponse(error_body(error.code, error.message), status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # An unknown path or a method a route does not take: the same JSON body as every other error.
+        code, message = HTTP_ERRORS.get(exc.status_code, ("invalid_request", "The request is not valid."))
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
