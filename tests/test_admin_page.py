@@ -1,5 +1,5 @@
 """The admin page (`/admin`, served by the service) in headless Chromium: sign in, upload a file, see it
-listed, ask about it, delete it. `UPDATE_SCREENSHOT=1` refreshes docs/admin.png."""
+listed, ask about it, delete it; the knowledge-gaps view. `UPDATE_SCREENSHOT=1` refreshes docs/admin.png."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.admin import ADMIN_SECRET, QUOKKA, token
+from tests.admin import ADMIN_SECRET, QUOKKA, WOMBAT, bearer, token
 from tests.browser import REPO, launch_chromium, open_page, require_browser
 from tests.harness import ServerProcess
+from tests.security import Reply, ask_sse
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOT = REPO / "docs" / "admin.png"
 TIMEOUT_MS = 30_000
+OFF_TOPIC = ["What's the capital of France?", "What is the capital city of France?"]
+INDONESIAN = "Apa ibu kota negara Prancis?"
+WOMBAT_QUESTION = "How much is the Wombat licence per year?"
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +89,59 @@ def test_upload_list_ask_and_delete_in_the_browser(page: Any, server: ServerProc
     page.click("#ask")
     page.wait_for_function("window.__admin.asking === 'done'")
     assert "4,321" not in page.inner_text("#answer")
+    # Asked again without its document, the question has no source: the gaps view, read again, lists it.
+    unanswered = page.locator("#gaps-no_source tr.gap", has_text="How much does the Quokka permit cost per day?")
+    assert unanswered.locator(".group-count").inner_text() == "1"
+
+
+def sources(reply: Reply) -> list[dict[str, Any]]:
+    assert reply.status == 200 and reply.last.get("done") is True and "error" not in reply.last, (
+        reply.payloads
+    )
+    found: list[dict[str, Any]] = next(p["sources"] for p in reply.payloads if "sources" in p)
+    return found
+
+
+def test_the_knowledge_gaps_view_shows_each_group_with_its_count_and_examples(
+    page: Any, server: ServerProcess
+) -> None:
+    user = bearer(token("guest@example.com", scope=None))
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        added = client.post(
+            "/admin/documents", files=[("file", ("wombat.md", WOMBAT.encode()))], headers=bearer()
+        )
+        assert added.status_code == 200
+        for question in (*OFF_TOPIC, INDONESIAN):
+            assert sources(ask_sse(client, question, headers=user)) == []
+        wombat = ask_sse(client, WOMBAT_QUESTION, headers=user)
+        assert sources(wombat)
+        rating = {"conversation_id": wombat.last["conversationId"], "turn": 1, "rating": -1}
+        assert client.post("/feedback", json=rating, headers=user).status_code == 204
+
+        page.goto(server.url + "/admin")
+        page.fill("#token", token())
+        page.click("#sign-in")
+        page.wait_for_function("window.__admin.gapsState === 'done'")
+        no_source = page.locator("#gaps-no_source tr.gap")
+        # The two English wordings are one group (its example the most recent); the Indonesian one its own.
+        english = no_source.filter(has_text="capital")
+        assert english.count() == 1 and english.locator(".group-count").inner_text() == "2"
+        assert english.locator('li[data-lang="en"] .question').inner_text() == OFF_TOPIC[1]
+        indonesian = no_source.filter(has_text=INDONESIAN)
+        assert indonesian.locator('li[data-lang="id"] .question').inner_text() == INDONESIAN
+        assert indonesian.locator(".group-count").inner_text() == "1"
+        (rated,) = page.locator("#gaps-rated_down tr.gap").all()
+        assert rated.locator('li[data-lang="en"] .question').inner_text() == WOMBAT_QUESTION
+        assert page.locator("#gaps-no_source tr.gap", has_text=WOMBAT_QUESTION).count() == 0
+        assert page.inner_text("#gaps-degraded") == "None."
+        assert "(1 question(s) in 1 group(s))" in page.inner_text('.gap-kind[data-kind="rated_down"] h3')
+
+        # Refresh reads the report again: one more paraphrase joins its group.
+        sources(ask_sse(client, "Which city is the capital of France?", headers=user))
+        page.click("#gaps-refresh")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#gaps-no_source tr.gap')]"
+            ".some((row) => row.textContent.includes('Which city is the capital of France?'))"
+        )
+        assert english.locator(".group-count").inner_text() == "3"
+        assert client.delete("/admin/documents/uploads/wombat.md", headers=bearer()).status_code == 204

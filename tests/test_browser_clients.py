@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import pytest
 
 from tests.browser import (
@@ -36,6 +37,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 EXAMPLES = REPO / "docs" / "examples"
 SCREENSHOT = REPO / "docs" / "sse-test.png"
 QUESTION = "What do I need to set up a PT PMA company in Bali?"
+FOLLOW_UP = "Berapa modal minimum untuk PT PMA?"
+TOO_LONG = "x" * 5000  # refused (query_too_long): no turn of the conversation
 # Keeps every EventSource the page opens in `window.__eventSources`, to read their readyState.
 TRACK_EVENT_SOURCES = """
 window.__eventSources = [];
@@ -122,6 +125,32 @@ def ask_on_test_page(page: Any, question: str = QUESTION) -> dict[str, Any]:
     page.fill("#query", question)
     page.click("#ask")
     return snapshot(page)
+
+
+def ask_in_demo(page: Any, question: str) -> dict[str, Any]:
+    """A question typed into a React or Vue demo; its state once that answer has ended."""
+    page.fill("#query", question)
+    page.click("#ask")
+    page.wait_for_function(
+        "([q, done]) => window.__zantara.question === q && done.includes(window.__zantara.state)",
+        arg=[question, ["done", "error"]],
+    )
+    result: dict[str, Any] = page.evaluate("window.__zantara")
+    return result
+
+
+def stored_turns(server: ServerProcess, conversation_id: str) -> list[dict[str, Any]]:
+    """A conversation's turns as the server stored them in its database (`GET /conversations/{id}`)."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        reply = client.get(f"/conversations/{conversation_id}")
+    assert reply.status_code == 200, reply.text
+    turns: list[dict[str, Any]] = reply.json()["turns"]
+    return turns
+
+
+def chat_params(urls: list[str]) -> dict[str, list[str]]:
+    """The query parameters of the last chat request among `urls`."""
+    return parse_qs(urlsplit([u for u in urls if "/chat-stream" in u][-1]).query)
 
 
 def assert_complete(state: dict[str, Any]) -> None:
@@ -221,24 +250,52 @@ def test_framework_demo_shows_the_passage_behind_a_claim(
     assert problems == []
 
 
-def test_test_page_follow_up_sends_the_conversation_history(page: Any, server: ServerProcess) -> None:
+def test_test_page_follow_up_continues_the_conversation_by_its_id(page: Any, server: ServerProcess) -> None:
     page.goto(server.url + "/sse-test")
     first = ask_on_test_page(page)
     assert_complete(first)
+    cid = first["done"]["conversationId"]
+    assert (first["conversationId"], first["turn"]) == (cid, 1)
     requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url) if "/chat-stream" in r.url else None)
+    page.on("request", lambda r: requests.append(r.url))
 
-    follow_up = "Berapa modal minimum untuk PT PMA?"
-    second = ask_on_test_page(page, follow_up)
+    second = ask_on_test_page(page, FOLLOW_UP)
 
     assert_complete(second)
-    params = parse_qs(urlsplit(requests[-1]).query)
-    assert params["query"] == [follow_up]
-    assert json.loads(params["conversation_history"][0]) == [
-        {"role": "user", "content": QUESTION},
-        {"role": "assistant", "content": first["answer"]},
+    params = chat_params(requests)
+    assert params["query"] == [FOLLOW_UP] and params["conversation_id"] == [cid]
+    assert "conversation_history" not in params  # the server supplies the earlier turns
+    assert (second["conversationId"], second["turn"]) == (cid, 2)
+    turns = stored_turns(server, cid)
+    assert [(t["question"], t["answer"]) for t in turns] == [
+        (QUESTION, first["answer"]),
+        (FOLLOW_UP, second["answer"]),
     ]
-    assert page.locator("#history .turn").count() == 2
+    assert page.locator("#history .turn").count() == 2  # the conversation so far, above the question
+
+
+def test_test_page_thumbs_under_each_answer_are_stored(
+    page: Any, server: ServerProcess, problems: list[str]
+) -> None:
+    page.goto(server.url + "/sse-test")
+    first = ask_on_test_page(page)
+    assert page.locator("#rating").is_visible()
+    refused = ask_on_test_page(page, TOO_LONG)
+    assert refused["error"]["code"] == "query_too_long" and refused["turn"] is None
+    assert page.locator("#rating").is_hidden()  # a refusal is no answer to rate
+    second = ask_on_test_page(page, FOLLOW_UP)
+    assert (second["conversationId"], second["turn"]) == (first["conversationId"], 2)
+
+    page.click("#rate-down")  # under the answer
+    page.wait_for_function("window.__zantara.rating === -1")
+    assert page.get_attribute("#rate-down", "aria-pressed") == "true"
+    page.click('#history .turn[data-turn="1"] .rate-up')  # under the first answer, in the conversation above
+    page.wait_for_function("window.__zantara.history.some((t) => t.turn === 1 && t.rating === 1)")
+
+    turns = stored_turns(server, first["conversationId"])
+    assert [(t["question"], t["rating"]) for t in turns] == [(QUESTION, 1), (FOLLOW_UP, -1)]
+    assert "Thanks: rating -1 stored for turn 2." in page.inner_text("#rating-note")
+    assert problems == []
 
 
 def test_test_page_stop_closes_the_stream(page: Any, server: ServerProcess) -> None:
@@ -368,8 +425,48 @@ def test_framework_demo_streams_a_complete_answer(
     assert page.locator("#sources li").count() == len(state["sources"])
     assert state["history"] == [
         {"role": "user", "content": QUESTION},
-        {"role": "assistant", "content": state["answer"]},
+        {
+            "role": "assistant",
+            "content": state["answer"],
+            "conversationId": state["done"]["conversationId"],
+            "turn": 1,
+            "rating": None,
+        },
     ]
+    assert problems == []
+
+
+@pytest.mark.parametrize("framework", ["react", "vue"])
+def test_framework_demo_thumbs_under_each_answer_are_stored(
+    page: Any, server: ServerProcess, page_origin: StaticServer, problems: list[str], framework: str
+) -> None:
+    requests: list[Any] = []
+    page.on("request", lambda request: requests.append(request))
+    page.goto(demo_url(page_origin, f"{framework}/index.html", server.url))
+    first = snapshot(page)
+    cid = first["done"]["conversationId"]
+    assert (first["conversationId"], first["turn"]) == (cid, 1)
+    refused = ask_in_demo(page, TOO_LONG)
+    assert refused["error"]["code"] == "query_too_long" and refused["turn"] is None
+    assert page.locator("#rating").count() == 0  # a refusal is no answer to rate
+    second = ask_in_demo(page, FOLLOW_UP)
+    assert_complete(second)
+    assert (second["conversationId"], second["turn"]) == (cid, 2)
+    params = chat_params([r.url for r in requests])
+    assert params["conversation_id"] == [cid] and "conversation_history" not in params
+
+    page.click("#rating .rate-down")  # under the answer
+    page.wait_for_function("window.__zantara.rating === -1")
+    assert page.get_attribute("#rating .rate-down", "aria-pressed") == "true"
+    page.click('.turn[data-turn="1"] .rate-up')  # under the first answer, in the conversation above
+    page.wait_for_function("window.__zantara.history.some((t) => t.turn === 1 && t.rating === 1)")
+
+    turns = stored_turns(server, cid)
+    assert [(t["question"], t["rating"]) for t in turns] == [(QUESTION, 1), (FOLLOW_UP, -1)]
+    posts = [r for r in requests if r.url.endswith("/feedback") and r.method == "POST"]
+    assert len(posts) == 2 and all(
+        r.header_value("origin") == page_origin.origin for r in posts
+    )  # CORS passed
     assert problems == []
 
 

@@ -3,10 +3,14 @@ counts what reaches it (anything that does is work another site could have made 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
+from tests.test_admin_api import running, settings_for
+from tests.test_app_inprocess import clear_settings_env
 from zantara_rag.http.origin import OriginGate
 
 ALLOWED = frozenset({"https://zantara.balizero.com"})
@@ -57,3 +61,20 @@ async def test_what_no_other_site_asked_for_passes(headers: dict[str, str]) -> N
 async def test_an_unlisted_origin_is_refused_whatever_the_fetch_metadata(origin: str) -> None:
     response, calls = await get({"Origin": origin, "Sec-Fetch-Site": "same-origin"})
     assert (response.status_code, calls) == (403, 0)
+
+
+async def test_the_services_own_pages_may_rate_an_answer_but_chat_keeps_the_allowlist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real app: the test page it serves (`/sse-test`) posts ratings to its own origin.
+    clear_settings_env(monkeypatch)
+    rating = {"conversation_id": "0" * 32, "turn": 1, "rating": -1}
+    async for _, client in running(settings_for(tmp_path, auth_secret=None)):
+        own = {"Origin": "http://testserver"}  # the `Host` the request goes to
+        assert (
+            await client.post("/feedback", json=rating, headers=own)
+        ).status_code == 404  # reached the route
+        other = {"Origin": "http://testserver.evil.example"}
+        assert (await client.post("/feedback", json=rating, headers=other)).status_code == 403
+        asked = await client.get("/bali-zero/chat-stream", params={"query": "KITAS"}, headers=own)
+        assert asked.status_code == 403 and asked.json()["code"] == "origin_not_allowed"

@@ -200,8 +200,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Request-ID"],
         max_age=600,
     )
-    # The admin page posts to its own origin (browsers send `Origin` on a same-origin POST).
-    app.add_middleware(OriginGate, allowed=settings.allowed_origins, same_origin_prefixes=("/admin",))
+    # The admin page and the test page (`/sse-test`, rating an answer) post to their own origin: browsers send
+    # `Origin` on a same-origin POST.
+    app.add_middleware(
+        OriginGate, allowed=settings.allowed_origins, same_origin_prefixes=("/admin", "/feedback")
+    )
     # Outermost of all, so that every response (a refusal too) carries the request id and is logged.
     app.add_middleware(RequestLog, trust_proxy_headers=settings.trust_proxy_headers)
     return app

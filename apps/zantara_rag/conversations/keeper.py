@@ -1,9 +1,10 @@
 """`ConversationKeeper`: what the service holds of conversations, built in the lifespan.
 
 It issues conversation ids, supplies a continued conversation's earlier turns, records each finished turn
-(through the recorder), answers the conversation routes, and purges turns older than
-`CONVERSATION_RETENTION_DAYS`. Whatever the database does, answers go on: a failed look-up is an answer
-without the stored history (the client's `conversation_history` stands in), a failed write a lost turn.
+(through the recorder), answers the conversation routes and the knowledge-gaps report, and purges turns
+older than `CONVERSATION_RETENTION_DAYS`. Whatever the database does, answers go on: a failed look-up is an
+answer without the stored history (the client's `conversation_history` stands in), a failed write a lost
+turn.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..errors import ConversationsUnavailable, ZantaraError
 from ..metrics import Metrics
 from ..settings import Settings
 from .database import create_engine, migrate
+from .gaps import Embed, GapReport, gaps_report
 from .recorder import Draft, TurnRecorder
 from .storage import Access, ConversationStore, ConversationSummary, StoredConversation
 from .tables import CONVERSATION_ID_CHARS
@@ -262,3 +264,11 @@ class ConversationKeeper:
         if rated:
             self.metrics.feedback_total.labels("up" if rating > 0 else "down").inc()
         return rated
+
+    async def gaps(self, since: timedelta, embed: Embed) -> GapReport | None:
+        """The knowledge-gaps report over the last `since`, with the answers this process has just finished
+        (their turns are written first, waiting at most SETTLE_SECONDS); None when nothing is stored."""
+        if self.store is None or self.recorder is None:
+            return None
+        await self.recorder.caught_up(wait_seconds=SETTLE_SECONDS)
+        return await gaps_report(self.store, embed, since)

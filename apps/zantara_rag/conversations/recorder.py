@@ -51,6 +51,8 @@ class TurnRecorder:
         self._unwritten: Counter[str] = Counter()  # per conversation: queued or being written
         self._written = asyncio.Condition()
         self._forgotten: set[str] = set()
+        self._queued = 0  # turns ever queued, and of those written or lost: FIFO, so a count says which
+        self._handled = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -96,6 +98,7 @@ class TurnRecorder:
         except asyncio.QueueFull:
             self._lost(1, "too many turns waiting for the database")
             return
+        self._queued += 1
         self._unwritten[record.conversation_id] += 1
         self.metrics.turns_pending.inc()
 
@@ -111,6 +114,17 @@ class TurnRecorder:
                     await self._written.wait_for(lambda: not self._unwritten[conversation_id])
             except TimeoutError:
                 log.warning("a conversation's previous turn is not written yet; answering without it")
+
+    async def caught_up(self, *, wait_seconds: float) -> None:
+        """Wait (at most `wait_seconds`) until every turn finished before this call is written or lost: a
+        report read right after an answer then counts it, however busy the writer stays meanwhile."""
+        target = self._queued
+        async with self._written:
+            try:
+                async with asyncio.timeout(wait_seconds):
+                    await self._written.wait_for(lambda: self._handled >= target)
+            except TimeoutError:
+                log.warning("finished turns are not written yet; reading the database without them")
 
     def forget(self, conversation_id: str) -> None:
         """The conversation is being deleted: answers still in flight for it are not written (those already
@@ -147,6 +161,7 @@ class TurnRecorder:
             for _, queued in batch:
                 self.metrics.turn_write_seconds.observe(done - queued)
         finally:
+            self._handled += len(batch)
             self.metrics.turns_pending.dec(len(batch))
             for record, _ in batch:
                 self._unwritten[record.conversation_id] -= 1

@@ -1,9 +1,10 @@
-"""`/admin`: the knowledge base managed through the running service (docs/api.md#admin).
+"""`/admin`: the knowledge base managed through the running service (docs/api.md#admin), and the
+knowledge-gaps report that says what to write next.
 
 Only with `AUTH_SECRET` set and a token carrying the admin scope (`AdminDep`); otherwise every path here is
 404. An upload is read and checked whole before anything is written (`http.uploads`); the writing itself is
 the `Library`'s. A client that accepts `text/event-stream` gets the batch's progress as events, one per
-document, then the result.
+document, then the result. `GET /admin/gaps` is `zantara-rag report gaps --format json` over HTTP.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.sse import format_sse_event
 
-from ..errors import KnowledgeUnavailable, NotFound, ZantaraError
+from ..conversations.gaps import Embed, parse_since
+from ..errors import ConversationsUnavailable, InvalidRequest, KnowledgeUnavailable, NotFound, ZantaraError
 from ..events import error_body
 from ..knowledge.library import Outcome, Upload
+from ..retrieval.embedder import Embedder
 from ..services import Services
 from .auth import Principal
 from .deps import AdminDep, ServicesDep
@@ -32,6 +35,8 @@ router = APIRouter(tags=["admin"])
 
 ADMIN_PAGE = Path(__file__).resolve().parent / "admin.html"
 _STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+# Questions the gaps report embeds per call: the embedder is shared with the questions being answered.
+_EMBED_SLICE = 32
 
 
 @router.get("/admin", include_in_schema=False)
@@ -110,6 +115,52 @@ async def delete_document(document_id: str, admin: AdminDep, services: ServicesD
     if not removed:
         raise NotFound("There is no document with this id.")
     return Response(status_code=204)
+
+
+@router.get(
+    "/admin/gaps",
+    summary="The knowledge-gaps report: questions answered with no source, degraded, or rated -1",
+    responses={
+        400: {"description": "`since` is not a duration like 24h, 7d or 4w."},
+        401: {"description": "No valid token."},
+        403: {"description": "The token has no admin scope."},
+        404: {"description": "The admin API is off (no AUTH_SECRET), or conversations are not stored."},
+        503: {"description": "The conversation database cannot be read."},
+    },
+)
+async def knowledge_gaps(
+    admin: AdminDep,
+    services: ServicesDep,
+    since: Annotated[
+        str, Query(max_length=16, description="How far back: `24h`, `7d`, `4w` (as `report gaps --since`).")
+    ] = "7d",
+) -> dict[str, Any]:
+    try:
+        window = parse_since(since)
+    except ValueError:
+        raise InvalidRequest("`since` must be a duration like 24h, 7d or 4w.") from None
+    try:
+        report = await services.conversations.gaps(window, _in_slices(services.embedder))
+    except Exception as exc:
+        log.error("the knowledge-gaps report failed (%s)", type(exc).__name__)
+        raise ConversationsUnavailable() from None
+    if report is None:
+        raise NotFound("Conversations are not stored here (STORE_CONVERSATIONS=false): there is no report.")
+    return report.as_json()
+
+
+def _in_slices(embedder: Embedder) -> Embed:
+    """The report's questions embedded a slice at a time on one core (as `report gaps` embeds them, without
+    the query marker): a question being answered meanwhile waits for one slice, not the whole report."""
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [
+            vector
+            for start in range(0, len(texts), _EMBED_SLICE)
+            for vector in embedder.embed(texts[start : start + _EMBED_SLICE], split=False)
+        ]
+
+    return embed
 
 
 def _actor(services: Services, admin: Principal) -> str:

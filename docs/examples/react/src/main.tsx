@@ -1,11 +1,11 @@
 import { type FormEvent, StrictMode, useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { httpUrl } from "./links";
-import { type Segment, type Source, type ZantaraChat, useZantaraChat } from "./useZantaraChat";
+import { type Rating, type Segment, type Source, type ZantaraChat, useZantaraChat } from "./useZantaraChat";
 
 declare global {
   interface Window {
-    __zantara?: Omit<ZantaraChat, "ask" | "stop" | "reset">;
+    __zantara?: Omit<ZantaraChat, "ask" | "stop" | "reset" | "rate">;
   }
 }
 
@@ -48,6 +48,45 @@ function Claim({ segment, sources }: { segment: Segment; sources: Source[] }) {
   );
 }
 
+// Material Icons' thumb_up (Apache-2.0), drawn inline: no icon or emoji font needed.
+const THUMB = "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z";
+
+function Thumb({ down = false }: { down?: boolean }) {
+  return (
+    <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
+      <path d={THUMB} fill="currentColor" transform={down ? "matrix(1 0 0 -1 0 24)" : undefined} />
+    </svg>
+  );
+}
+
+/** Thumbs up and down under an answer; the one pressed is the rating the server stored. */
+function Thumbs({ rating, onRate }: { rating: Rating | null | undefined; onRate: (rating: Rating) => void }) {
+  return (
+    <span className="rating" role="group" aria-label="Was this answer helpful?">
+      <button
+        type="button"
+        className="rate-up"
+        aria-pressed={rating === 1}
+        aria-label="Helpful"
+        title="Helpful"
+        onClick={() => onRate(1)}
+      >
+        <Thumb />
+      </button>
+      <button
+        type="button"
+        className="rate-down"
+        aria-pressed={rating === -1}
+        aria-label="Not helpful"
+        title="Not helpful"
+        onClick={() => onRate(-1)}
+      >
+        <Thumb down />
+      </button>
+    </span>
+  );
+}
+
 function App() {
   const chat = useZantaraChat({ baseUrl: backend, userEmail: params.get("email") ?? undefined });
   const [draft, setDraft] = useState(initialQuestion);
@@ -62,7 +101,7 @@ function App() {
   }, [chat.ask]);
 
   useEffect(() => {
-    const { ask: _a, stop: _s, reset: _r, ...snapshot } = chat;
+    const { ask: _a, stop: _s, reset: _r, rate: _t, ...snapshot } = chat;
     window.__zantara = snapshot;
   });
 
@@ -77,8 +116,14 @@ function App() {
     <main>
       <h1>Zantara · React</h1>
       {chat.history.map((turn, i) => (
-        <p key={i} dir="auto">
+        <p key={i} dir="auto" className="turn" data-role={turn.role} data-turn={turn.turn}>
           <b>{turn.role === "user" ? "You" : "Zantara"}:</b> {turn.content}
+          {turn.conversationId !== undefined && turn.turn !== undefined && (
+            <Thumbs
+              rating={turn.rating}
+              onRate={(rating) => chat.rate(rating, { conversationId: turn.conversationId!, turn: turn.turn! })}
+            />
+          )}
         </p>
       ))}
       <form onSubmit={submit}>
@@ -116,6 +161,16 @@ function App() {
           ),
         )}
       </div>
+      {chat.turn !== null && (
+        <p id="rating">
+          <Thumbs rating={chat.rating} onRate={(rating) => chat.rate(rating)} />{" "}
+          {chat.feedbackError && (
+            <small id="feedback-error" role="alert">
+              {chat.feedbackError.message}
+            </small>
+          )}
+        </p>
+      )}
       {chat.error && (
         <p id="error" className="error" role="alert" data-code={chat.error.code}>
           {chat.error.message}

@@ -5,6 +5,9 @@
  * terminal done or error event, on which the EventSource is closed (left open, it would reconnect). The browser
  * resumes a dropped stream by itself with `Last-Event-ID`; replayed chunks are skipped by `sequenceNumber`.
  * `segments` keeps the answer cut where a text event's `citations` start a new span, as the React hook does.
+ * A follow-up sends the last done event's `conversationId` as `conversation_id` (the server supplies the
+ * earlier turns), and `rate` posts a thumbs up or down to `POST /feedback` for an answer, named by its
+ * conversation and 1-based turn, which the composable counts as the React hook does (`nextTurns`).
  */
 import { onScopeDispose, readonly, ref, shallowRef } from "vue";
 
@@ -33,9 +36,22 @@ export interface Segment {
   citations: Citation[];
 }
 
+/** A thumbs up (1) or down (-1). */
+export type Rating = 1 | -1;
+
+/** Which answer a rating is for: its conversation and its 1-based turn in it (`POST /feedback`). */
+export interface AnswerRef {
+  conversationId: string;
+  turn: number;
+}
+
 export interface ChatMessage {
   role: "user" | "assistant";
   content: string;
+  /** An answer's conversation and turn, when known (for `rate`), and the rating it was given. */
+  conversationId?: string;
+  turn?: number;
+  rating?: Rating | null;
 }
 
 export interface DoneEvent {
@@ -45,6 +61,8 @@ export interface DoneEvent {
   streamDuration?: number;
   model?: string;
   degraded?: boolean;
+  /** The conversation this answer belongs to: sent back as `conversation_id` to continue it. */
+  conversationId?: string;
 }
 
 export interface ChatError {
@@ -59,11 +77,60 @@ export interface UseZantaraChatOptions {
   userEmail?: string;
   /** Short-lived token sent as `access_token` (EventSource cannot send an Authorization header). */
   accessToken?: string | (() => string | undefined);
+  /** Continue the conversation (default true): a follow-up sends its `conversation_id`. */
   conversation?: boolean;
+  /** Also send `conversation_history` (default false: only while no conversation id is known). */
+  sendHistory?: boolean;
   maxHistoryMessages?: number;
 }
 
 const STREAM_PATH = "/bali-zero/chat-stream";
+const FEEDBACK_PATH = "/feedback";
+// Every refusal's one event carries this stream token (docs/api.md): a refused question is no turn.
+const REFUSAL_ID = /-0{32}:\d+$/;
+
+/** The conversation the next question continues: its id and how many turns (answers) it has so far. */
+export interface Conversation {
+  id: string;
+  answers: number;
+}
+
+/** How an answer ended, for counting turns (docs/frontend.md, "Rating answers"). */
+export type Ending =
+  /** Its done event: a turn of the conversation that event names. */
+  | { kind: "done"; conversationId?: string }
+  /** A refusal (its one event's id has the all-zero stream token): no turn. */
+  | { kind: "refused" }
+  /** An error event of the answer's own stream (upstream_interrupted, ...): a turn. */
+  | { kind: "failed" }
+  /** Stop, a lost connection: the server may still be answering, and numbers the turn when it ends. */
+  | { kind: "unfinished" };
+
+/**
+ * After an answer ends: the conversation to continue, and the answer's own conversation and turn (null when
+ * it cannot be rated). `sent` is the conversation the question continued (null for a new one). The turn is
+ * the count of the conversation's answers: refusals are no turns, failed answers are. An unfinished answer is
+ * numbered when the server ends it, perhaps after a follow-up's answer, so its conversation is not continued:
+ * the next question starts a new one (with the client's own history). The same rules as the React hook's.
+ */
+export function nextTurns(
+  previous: Conversation | null,
+  sent: Conversation | null,
+  ending: Ending,
+): { conversation: Conversation | null; answer: AnswerRef | null } {
+  if (ending.kind === "refused") return { conversation: previous, answer: null };
+  if (ending.kind === "unfinished") return { conversation: null, answer: null };
+  let conversation: Conversation;
+  if (ending.kind === "done") {
+    if (!ending.conversationId) return { conversation: previous, answer: null };
+    const continued = sent !== null && sent.id === ending.conversationId;
+    conversation = { id: ending.conversationId, answers: continued ? sent.answers + 1 : 1 };
+  } else {
+    if (sent === null) return { conversation: previous, answer: null }; // a conversation never named to us
+    conversation = { id: sent.id, answers: sent.answers + 1 };
+  }
+  return { conversation, answer: { conversationId: conversation.id, turn: conversation.answers } };
+}
 
 export function buildStreamUrl(
   baseUrl: string,
@@ -71,13 +138,45 @@ export function buildStreamUrl(
   history: ChatMessage[],
   userEmail?: string,
   accessToken?: string,
+  conversationId?: string,
 ): string {
   const url = new URL(STREAM_PATH, baseUrl.replace(/\/+$/, "") + "/");
   url.searchParams.set("query", query);
   if (userEmail) url.searchParams.set("user_email", userEmail);
-  if (history.length) url.searchParams.set("conversation_history", JSON.stringify(history));
+  if (conversationId) url.searchParams.set("conversation_id", conversationId);
+  if (history.length) {
+    const turns = history.map(({ role, content }) => ({ role, content }));
+    url.searchParams.set("conversation_history", JSON.stringify(turns));
+  }
   if (accessToken) url.searchParams.set("access_token", accessToken);
   return url.toString();
+}
+
+/** `POST /feedback`; null once stored (204), else why not. The token goes in a header, never in a URL. */
+export async function postFeedback(
+  baseUrl: string,
+  answer: AnswerRef,
+  rating: Rating,
+  accessToken?: string,
+): Promise<ChatError | null> {
+  const headers: Record<string, string> = { "Content-Type": "application/json" };
+  if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
+  const body = JSON.stringify({ conversation_id: answer.conversationId, turn: answer.turn, rating });
+  try {
+    const response = await fetch(new URL(FEEDBACK_PATH, baseUrl.replace(/\/+$/, "") + "/"), {
+      method: "POST",
+      headers,
+      body,
+    });
+    if (response.status === 204) return null;
+    const error = (await response.json().catch(() => ({}))) as { error?: string; code?: string };
+    return {
+      code: error.code ?? "feedback_failed",
+      message: error.error ?? `The rating was not stored (${response.status}).`,
+    };
+  } catch {
+    return { code: "connection_failed", message: "The rating could not be sent (network error or CORS rejection)." };
+  }
 }
 
 /** `segments` with `text` added: to a new segment when `citations` is present, else to the last one. */
@@ -102,7 +201,14 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
   const reconnects = ref(0);
   const resumes = ref(0);
   const history = shallowRef<ChatMessage[]>([]);
+  // The current answer's conversation and turn once known (what `rate()` rates by default), and its rating.
+  const conversationId = ref<string | null>(null);
+  const turn = ref<number | null>(null);
+  const rating = ref<Rating | null>(null);
+  const feedbackError = shallowRef<ChatError | null>(null);
+  let conversation: Conversation | null = null; // what the next question continues
   let es: EventSource | null = null;
+  let interrupt: (() => void) | null = null; // how the current answer ends if it is stopped
 
   function close() {
     if (es) {
@@ -110,11 +216,14 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
       es.close();
       es = null;
     }
+    interrupt = null;
   }
 
   function stop() {
     if (!es) return;
+    const ending = interrupt;
     close();
+    ending?.();
     state.value = "idle";
   }
 
@@ -126,34 +235,59 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
     done.value = null;
     error.value = null;
     chunks.value = gaps.value = reconnects.value = resumes.value = 0;
+    conversationId.value = turn.value = rating.value = null;
+    feedbackError.value = null;
   }
 
   function reset() {
     close();
     history.value = [];
+    conversation = null;
     clearAnswer();
     state.value = "idle";
+  }
+
+  function token() {
+    return typeof options.accessToken === "function" ? options.accessToken() : options.accessToken;
   }
 
   function ask(query: string) {
     const q = query.trim();
     if (!q) return;
+    const ending = interrupt; // an answer still streaming ends here, unfinished
     close();
+    ending?.();
     clearAnswer();
     question.value = q;
-    const conversation = options.conversation ?? true;
-    const sent = conversation ? history.value.slice(-(options.maxHistoryMessages ?? 12)) : [];
-    const token = typeof options.accessToken === "function" ? options.accessToken() : options.accessToken;
-    const source = new EventSource(buildStreamUrl(options.baseUrl, q, sent, options.userEmail, token));
+    const continuing = options.conversation ?? true;
+    const sent = continuing ? conversation : null;
+    // The server supplies a continued conversation's turns; the composable's own copy goes only without an id.
+    const turns =
+      continuing && (!sent || options.sendHistory) ? history.value.slice(-(options.maxHistoryMessages ?? 12)) : [];
+    const source = new EventSource(buildStreamUrl(options.baseUrl, q, turns, options.userEmail, token(), sent?.id));
     es = source;
     state.value = "connecting";
     let lastSeq = 0;
     let awaitingResume = false;
+    let opened = false; // an event of the answer's own stream arrived
+    let refused = false; // its first event was a refusal
+    const settle = (end: Ending) => {
+      const next = nextTurns(conversation, sent, end);
+      conversation = next.conversation;
+      if (next.answer) {
+        conversationId.value = next.answer.conversationId;
+        turn.value = next.answer.turn;
+      }
+    };
+    interrupt = () => settle({ kind: "unfinished" });
 
     source.onopen = () => {
       state.value = "streaming";
     };
     source.onmessage = (event: MessageEvent<string>) => {
+      const refusal = REFUSAL_ID.test(event.lastEventId);
+      if (refusal && !opened) refused = true;
+      if (!refusal) opened = true;
       let data: Record<string, unknown>;
       try {
         data = JSON.parse(event.data) as Record<string, unknown>;
@@ -167,6 +301,8 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
           retryAfter: typeof data.retryAfter === "number" ? data.retryAfter : undefined,
         };
         close(); // partial text stays (upstream_interrupted, stream_expired)
+        // A refused resume (after events of the answer) says nothing of how the answer itself ended.
+        settle({ kind: refused ? "refused" : refusal ? "unfinished" : "failed" });
         state.value = "error";
         return;
       }
@@ -196,12 +332,19 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
         if (event.sequenceNumber > lastSeq) gaps.value += 1;
         done.value = event;
         close();
-        if (conversation) {
-          history.value = [
-            ...history.value,
-            { role: "user", content: q },
-            { role: "assistant", content: answer.value },
-          ];
+        settle({ kind: "done", conversationId: event.conversationId });
+        if (continuing) {
+          const reply: ChatMessage =
+            conversationId.value !== null && turn.value !== null
+              ? {
+                  role: "assistant",
+                  content: answer.value,
+                  conversationId: conversationId.value,
+                  turn: turn.value,
+                  rating: null,
+                }
+              : { role: "assistant", content: answer.value };
+          history.value = [...history.value, { role: "user", content: q }, reply];
         }
         state.value = "done";
       }
@@ -218,8 +361,28 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
         message: "Could not reach Zantara (network error, CORS rejection or non-SSE response).",
       };
       close();
+      settle({ kind: "unfinished" });
       state.value = "error";
     };
+  }
+
+  /** Rate an answer (default: the current one); resolves true once the server stored it. */
+  async function rate(value: Rating, target?: AnswerRef): Promise<boolean> {
+    const current =
+      conversationId.value !== null && turn.value !== null
+        ? { conversationId: conversationId.value, turn: turn.value }
+        : null;
+    const answerRef = target ?? current;
+    if (!answerRef) return false;
+    const error = await postFeedback(options.baseUrl, answerRef, value, token());
+    const same = (a: { conversationId?: string | null; turn?: number | null }) =>
+      a.conversationId === answerRef.conversationId && a.turn === answerRef.turn;
+    if (same({ conversationId: conversationId.value, turn: turn.value })) {
+      if (!error) rating.value = value;
+      feedbackError.value = error;
+    }
+    if (!error) history.value = history.value.map((m) => (same(m) ? { ...m, rating: value } : m));
+    return error === null;
   }
 
   onScopeDispose(close);
@@ -237,8 +400,13 @@ export function useZantaraChat(options: UseZantaraChatOptions) {
     reconnects: readonly(reconnects),
     resumes: readonly(resumes),
     history,
+    conversationId: readonly(conversationId),
+    turn: readonly(turn),
+    rating: readonly(rating),
+    feedbackError,
     ask,
     stop,
     reset,
+    rate,
   };
 }
