@@ -244,11 +244,16 @@ class Embedder:
         """Chunk vectors, with the model's passage marker (ingestion)."""
         return self.embed([self.passage_prefix + t for t in texts], batch_size)
 
-    async def embed_queries(self, texts: list[str]) -> list[list[float]]:
-        """Question vectors (one batch, on the worker thread), with the model's query marker."""
+    def submit_queries(self, texts: list[str]) -> asyncio.Future[list[list[float]]]:
+        """Question vectors (one batch, with the model's query marker), started now on the worker thread:
+        the caller may do other work before awaiting them. Call it from the event loop."""
         loop = asyncio.get_running_loop()
         texts = [self.query_prefix + t for t in texts]
-        return await loop.run_in_executor(self._executor, self.embed, texts, len(texts), False)
+        return loop.run_in_executor(self._executor, self.embed, texts, len(texts), False)
+
+    async def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """Question vectors (one batch, on the worker thread), with the model's query marker."""
+        return await self.submit_queries(texts)
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self.embed_queries([text]))[0]
