@@ -2,6 +2,7 @@
 
     python -m bench.retrieval_quality                    # today's retriever vs the one before issue #12 (dev)
     python -m bench.retrieval_quality --split heldout    # the held-out questions (evaluated once, at the end)
+    python -m bench.retrieval_quality --split fresh      # written after the held-out part was spent (once)
     python -m bench.retrieval_quality --split all
     python -m bench.retrieval_quality --sweep            # the fusion grid, ablations and cut-offs (dev)
 
@@ -147,7 +148,7 @@ def document_languages(knowledge: Path = DEFAULT_KNOWLEDGE_PATH) -> dict[str, st
 
 
 def load_questions(split: str = "dev") -> tuple[list[Question], list[Question]]:
-    """The on-topic and off-topic questions of `split` (dev, heldout or all)."""
+    """The on-topic and off-topic questions of `split` (dev, heldout, fresh or all)."""
     languages = document_languages()
 
     def keep(q: dict[str, Any]) -> bool:
@@ -774,13 +775,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.retrieval_quality", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument("--split", choices=("dev", "heldout", "all"), default="dev")
+    parser.add_argument("--split", choices=("dev", "heldout", "fresh", "all"), default="dev")
     parser.add_argument("--sweep", action="store_true", help="the fusion grid, ablations and cut-offs")
     parser.add_argument(
         "--output",
         type=Path,
         default=None,
-        help=f"JSON results (default {RESULTS.relative_to(ROOT)}, its _sweep, _heldout or _all variant)",
+        help=f"JSON results (default {RESULTS.relative_to(ROOT)}, its _sweep, _heldout, _fresh or _all variant)",
     )
     args = parser.parse_args(argv)
     output = args.output or default_output(args.split, args.sweep)
