@@ -781,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output",
         type=Path,
         default=None,
-        help=f"JSON results (default {RESULTS.relative_to(ROOT)}, its _sweep, _heldout, _fresh or _all variant)",
+        help=f"JSON results (default {RESULTS.relative_to(ROOT)}; a suffix for --sweep and the other parts)",
     )
     args = parser.parse_args(argv)
     output = args.output or default_output(args.split, args.sweep)
