@@ -2,6 +2,7 @@
 
     python -m bench.retrieval_quality                    # today's retriever vs the one before issue #12 (dev)
     python -m bench.retrieval_quality --split heldout    # the held-out questions (evaluated once, at the end)
+    python -m bench.retrieval_quality --split fresh      # written after the held-out part was spent (once)
     python -m bench.retrieval_quality --split all
     python -m bench.retrieval_quality --sweep            # the fusion grid, ablations and cut-offs (dev)
 
@@ -18,10 +19,12 @@ was then (the bilingual front matter removed, so the chunks are what that versio
   (0 when absent or when the question was turned away).
 - rejected: an on-topic question that got no source (must be 0); off-topic rejected: the share of off-topic
   questions that got none (per language).
-- relevance: the signal the off-topic cut-off applies to (retrieval/search.py); the sweep prints, per
-  language, the lowest value of an on-topic question and the highest of an off-topic one.
+- relevance: the signal the off-topic cut-off applies to (retrieval/search.py); per language, the lowest value
+  of an on-topic question, the highest of an off-topic one, how many off-topic questions a cut-off just under
+  the lowest on-topic value turns away, and the middle of that gap. The sweep prints them for a grid of the
+  relevance's weights (QUESTION_WEIGHT, COVERAGE_WEIGHT).
 
-Results: `bench/results/retrieval_quality.json` (or `--output`).
+Results: `bench/results/retrieval_quality.json` (`_sweep`, `_heldout`, `_all` for the others; or `--output`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ ENRICHMENT_KEYS = re.compile(r"^(title_[a-z]{2}|keywords_[a-z]{2}):.*\n", re.M)
 GRID_RRF_K = (5, 10, 20, 60)
 GRID_EXPANSION_WEIGHT = (0.0, 0.3, 0.5, 1.0)
 GRID_CANDIDATES = (10, 20, 30)
+GRID_QUESTION_WEIGHT = (1.0, 0.75, 0.5, 0.25, 0.0)
 GRID_COVERAGE_WEIGHT = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -144,7 +148,7 @@ def document_languages(knowledge: Path = DEFAULT_KNOWLEDGE_PATH) -> dict[str, st
 
 
 def load_questions(split: str = "dev") -> tuple[list[Question], list[Question]]:
-    """The on-topic and off-topic questions of `split` (dev, heldout or all)."""
+    """The on-topic and off-topic questions of `split` (dev, heldout, fresh or all)."""
     languages = document_languages()
 
     def keep(q: dict[str, Any]) -> bool:
@@ -495,10 +499,16 @@ def score(on: list[Question], off: list[Question], got: dict[str, Outcome]) -> d
         out[f"offtopic_{language}"] = rejected(asked_in)
         on_rel = relevance([q for q in on if q.language == language])
         off_rel = relevance(asked_in)
+        lowest = min(on_rel) if on_rel else None
+        # A cut-off just under the lowest on-topic relevance: the most off-topic questions any cut-off turns
+        # away while every on-topic question keeps its sources; the middle of the gap it leaves.
+        under = [r for r in off_rel if lowest is not None and r < lowest]
         out[f"relevance_{language}"] = {
-            "on_topic_min": round(min(on_rel), 4) if on_rel else None,
+            "on_topic_min": round(lowest, 4) if lowest is not None else None,
             "on_topic_median": round(statistics.median(on_rel), 4) if on_rel else None,
             "off_topic_max": round(max(off_rel), 4) if off_rel else None,
+            "off_topic_under_on_topic_min": len(under),
+            "gap_middle": round((lowest + max(under)) / 2, 4) if lowest is not None and under else None,
         }
     out["context_chars"] = round(statistics.mean(got[q.id].context_chars for q in on)) if on else 0
     out["misses@3"] = [q.id for q in on if q.answer not in got[q.id].sources[:3]]
@@ -597,6 +607,7 @@ def _header(split: str, on: list[Question], off: list[Question]) -> dict[str, An
         "tuning": {
             "rrf_k": search.RRF_K,
             "expansion_weight": search.EXPANSION_WEIGHT,
+            "question_weight": search.QUESTION_WEIGHT,
             "coverage_weight": search.COVERAGE_WEIGHT,
         },
     }
@@ -697,24 +708,39 @@ def run_sweep(split: str, output: Path) -> dict[str, Any]:
     ablation_results = {name: run(r) for name, r in ablations.items()}
 
     cutoffs = []
-    for weight in GRID_COVERAGE_WEIGHT:
-        m = run(current(embedder, enriched, coverage_weight=weight, min_relevance={"en": 0.0, "id": 0.0}))
-        cutoffs.append(
-            {"coverage_weight": weight, **{f"relevance_{lang}": m[f"relevance_{lang}"] for lang in LANGUAGES}}
-        )
+    for question_weight in GRID_QUESTION_WEIGHT:
+        for coverage_weight in GRID_COVERAGE_WEIGHT:
+            weights = {"question_weight": question_weight, "coverage_weight": coverage_weight}
+            m = run(
+                current(
+                    embedder,
+                    enriched,
+                    question_weight={lang: question_weight for lang in LANGUAGES},
+                    coverage_weight={lang: coverage_weight for lang in LANGUAGES},
+                    min_relevance={"en": 0.0, "id": 0.0},
+                )
+            )
+            cutoffs.append({**weights, **{f"relevance_{lang}": m[f"relevance_{lang}"] for lang in LANGUAGES}})
     seconds = time.perf_counter() - started
 
     print("\n## Ablations (hit@1 / hit@3 / MRR)\n")
     print(table(list(ablation_results.items())))
-    print("\n## Off-topic cut-off: relevance per language (on-topic lowest / off-topic highest)\n")
+    print(
+        "\n## Off-topic cut-off, per language: on-topic lowest / off-topic highest relevance; off-topic"
+        " questions under the lowest on-topic one (of all); the middle of that gap\n"
+    )
+    print("| question weight | coverage weight | " + " | ".join(LANGUAGES) + " |")
+    print("|---|---|" + "---|" * len(LANGUAGES))
     for c in cutoffs:
-        print(
-            f"coverage weight {c['coverage_weight']}: "
-            + "; ".join(
-                f"{lang} {c[f'relevance_{lang}']['on_topic_min']} / {c[f'relevance_{lang}']['off_topic_max']}"
-                for lang in LANGUAGES
+        cells = []
+        for lang in LANGUAGES:
+            r = c[f"relevance_{lang}"]
+            n = sum(q.language == lang for q in off)
+            cells.append(
+                f"{r['on_topic_min']} / {r['off_topic_max']}; {r['off_topic_under_on_topic_min']}/{n}; "
+                f"{r['gap_middle']}"
             )
-        )
+        print(f"| {c['question_weight']} | {c['coverage_weight']} | " + " | ".join(cells) + " |")
     print(f"\n{seconds:.0f}s ({embedder.embedded} texts embedded)")
     payload = {
         "mode": "sweep",
@@ -737,20 +763,32 @@ def _line(m: dict[str, Any]) -> str:
     )
 
 
+def default_output(split: str, sweep: bool) -> Path:
+    """retrieval_quality.json for the development part; a suffix for the sweep and the other parts."""
+    suffix = "_sweep" if sweep else ("" if split == "dev" else f"_{split}")
+    if sweep and split != "dev":
+        suffix += f"_{split}"
+    return RESULTS.with_name(f"{RESULTS.stem}{suffix}.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.retrieval_quality", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument("--split", choices=("dev", "heldout", "all"), default="dev")
+    parser.add_argument("--split", choices=("dev", "heldout", "fresh", "all"), default="dev")
     parser.add_argument("--sweep", action="store_true", help="the fusion grid, ablations and cut-offs")
     parser.add_argument(
-        "--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})"
+        "--output",
+        type=Path,
+        default=None,
+        help=f"JSON results (default {RESULTS.relative_to(ROOT)}; a suffix for --sweep and the other parts)",
     )
     args = parser.parse_args(argv)
+    output = args.output or default_output(args.split, args.sweep)
     if args.sweep:
-        run_sweep(args.split, args.output)
+        run_sweep(args.split, output)
     else:
-        run_compare(args.split, args.output)
+        run_compare(args.split, output)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,28 @@ def test_onnx_embeddings_are_unit_vectors(onnx_embedder: Embedder) -> None:
 async def test_embed_query_is_the_single_text_embedding(onnx_embedder: Embedder) -> None:
     vector = await onnx_embedder.embed_query(TEXTS[0])
     assert cosines([vector], onnx_embedder.embed([TEXTS[0]]))[0] >= 1 - 1e-6
+
+
+async def test_a_question_and_its_gloss_use_two_threads_only_when_no_other_question_waits(
+    onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    splits: list[bool] = []
+    encode = onnx_embedder._impl.encode
+
+    def recording(texts: list[str], batch_size: int, split: bool = True) -> np.ndarray:
+        splits.append(split)
+        return encode(texts, batch_size, split)
+
+    monkeypatch.setattr(onnx_embedder._impl, "encode", recording)
+    alone = await onnx_embedder.embed_queries(TEXTS[:2])
+    # Three questions at once: the first finds the worker idle, the two behind it are one run each.
+    together = await asyncio.gather(*(onnx_embedder.submit_queries(TEXTS[:2]) for _ in range(3)))
+    assert splits == [True, True, False, False]
+    again = await onnx_embedder.embed_queries(TEXTS[:2])  # the count went back to zero
+    assert splits[-1] is True
+    # Split or not, the vectors are the same.
+    for vectors in (*together, again):
+        assert cosines(vectors, alone).min() >= 1 - 1e-6
 
 
 def test_the_export_is_cached_and_reused(onnx_embedder: Embedder, cache_dir: Path) -> None:

@@ -66,9 +66,23 @@ def test_coverage_counts_the_questions_words_by_rarity(index: LexicalIndex) -> N
     assert index.coverage([], 0) == 0.0
 
 
+def test_the_best_coverage_of_several_chunks_is_the_largest_of_each(index: LexicalIndex) -> None:
+    overstay = (frozenset({"overstay"}), frozenset())
+    fine = (frozenset({"denda"}), frozenset({"fine"}))
+    severance = (frozenset({"pesangon"}), frozenset({"sever"}))
+    unknown = (frozenset({"rendang"}), frozenset())
+    words = [overstay, fine, severance, unknown]
+    each = [index.coverage(words, p) for p in range(len(CHUNKS))]
+    assert each[0] > each[1] > 0 and each[2] == 0.0
+    assert index.best_coverage(words, [0, 1, 2]) == max(each[:3])
+    assert index.best_coverage(words, [2, 1]) == each[1]
+    assert index.best_coverage(words, []) == 0.0
+
+
 def test_an_empty_index_scores_nothing() -> None:
     empty = LexicalIndex([])
     assert len(empty) == 0 and empty.top(empty.scores([(["visa"], 1.0)]), 5) == []
+    assert empty.best_coverage([(frozenset({"visa"}), frozenset())], [0]) == 0.0
 
 
 def test_the_mirror_follows_the_collections_version_marker(tmp_path: Path) -> None:

@@ -84,6 +84,9 @@ def test_questions_find_their_document_in_either_language(setup: Setup, question
         "siapa presiden pertama Amerika Serikat?",
         "what's the capital of France?",
         "recipe for nasi goreng",
+        # Near the domain: Bali, but nothing the knowledge base is about (its gloss is empty).
+        "when does the rainy season start in Bali?",
+        "cuaca di Bali bulan Desember biasanya gimana?",
     ],
 )
 def test_off_topic_questions_get_no_sources_in_either_language(setup: Setup, question: str) -> None:
@@ -116,8 +119,10 @@ def test_reciprocal_rank_fusion_prefers_agreement_over_one_first_place(setup: Se
     # a and c tie (first once each) and are ordered by id, so every machine ranks them the same way.
     assert [h.id for h in signals.ranked] == [b.id, a.id, c.id]
     assert [h.similarity for h in signals.ranked] == [0.8, 0.9, 0.7], "each hit keeps its best similarity"
-    # Without a word of the question in any chunk, the English view alone decides: "zzz" covers nothing.
-    assert signals.coverage == 0.0 and signals.english_similarity == 0.9
+    # Without a word of the question in any chunk, the view alone decides ("zzz" covers nothing): for an
+    # English question, the mean of the nearest chunk's similarity in the question's ranking and the gloss's.
+    assert signals.coverage == 0.0
+    assert signals.view_similarity == pytest.approx((0.9 + 0.7) / 2) == signals.relevance
 
 
 def test_the_lexical_ranking_joins_the_fusion(setup: Setup) -> None:
@@ -149,7 +154,33 @@ def test_an_indonesian_questions_relevance_is_judged_on_its_english_gloss(setup:
     vectors = asyncio.run(retriever.embedder.embed_queries([question, expansion.gloss]))
     dense = setup.store.query_many(vectors, 20)
     signals = retriever.fuse(question, "id", expansion, dense)
-    assert signals.english_similarity == dense[1][0].similarity  # the gloss's nearest chunk
-    assert signals.english_similarity != dense[0][0].similarity
-    assert signals.relevance == pytest.approx(signals.english_similarity + 0.5 * signals.coverage)
+    assert signals.view_similarity == dense[1][0].similarity  # the gloss's nearest chunk alone
+    assert signals.view_similarity != dense[0][0].similarity
+    assert signals.relevance == pytest.approx(signals.view_similarity + 0.5 * signals.coverage)
     assert retriever.accepts(signals)
+
+
+def test_an_english_questions_relevance_is_judged_on_itself_and_its_gloss(setup: Setup) -> None:
+    retriever = setup.retriever
+    question = "how much is the overstay fine per day?"
+    expansion = retriever.glossary.expand(question, "id")
+    assert expansion.gloss  # "overstay denda hari"-like: what the glossary knows of it
+    vectors = asyncio.run(retriever.embedder.embed_queries([question, expansion.gloss]))
+    dense = setup.store.query_many(vectors, 20)
+    signals = retriever.fuse(question, "en", expansion, dense)
+    both = (dense[0][0].similarity + dense[1][0].similarity) / 2
+    assert signals.view_similarity == pytest.approx(both)
+    assert signals.relevance == pytest.approx(both + 0.25 * signals.coverage)
+    assert retriever.accepts(signals)
+
+
+def test_an_english_question_the_glossary_knows_nothing_of_keeps_half_its_similarity(setup: Setup) -> None:
+    retriever = setup.retriever
+    question = "is it safe to drink tap water in Bali?"
+    expansion = retriever.glossary.expand(question, "id")
+    assert expansion.gloss == ""  # no concept of the domain: no gloss, no second vector
+    vectors = asyncio.run(retriever.embedder.embed_queries([question]))
+    dense = setup.store.query_many(vectors, 20)
+    signals = retriever.fuse(question, "en", expansion, dense)
+    assert signals.view_similarity == pytest.approx(dense[0][0].similarity / 2)
+    assert not retriever.accepts(signals)

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     retrieval_top_k: int = Field(6, ge=1, le=50)
     sources_top_k: int = Field(3, ge=1, le=20)
     fusion_candidates: int = Field(20, ge=1, le=500)
-    min_relevance_en: float = Field(0.48, ge=0.0, le=2.0)
+    min_relevance_en: float = Field(0.466, ge=0.0, le=2.0)
     min_relevance_id: float = Field(0.63, ge=0.0, le=2.0)
     glossary_path: Path | None = None
     chunk_max_chars: int = Field(1200, ge=200, le=8000)

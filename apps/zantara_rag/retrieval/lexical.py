@@ -114,13 +114,6 @@ class LexicalIndex:
             out[indices[start:end]] += data[start:end] * weight
         return out
 
-    def _has(self, ids: Any, term: str) -> bool:
-        column = self._vocab.get(term)
-        if column is None or ids.size == 0:
-            return False
-        i = int(np.searchsorted(ids, column))
-        return i < ids.size and int(ids[i]) == column
-
     def top(self, scores: Any, k: int) -> list[Scored]:
         """The `k` best-scoring chunks with a positive score, best first (ties by position)."""
         positive = np.flatnonzero(scores > 0)
@@ -139,15 +132,36 @@ class LexicalIndex:
         set meets the chunk's terms, with the weight of its own rarest term (a word no chunk contains, the
         mark of an off-topic question, weighs the most). docs/retrieval.md, "Off-topic questions".
         """
-        weights = [max(self.idf(t) for t in own) for own, _ in words if own]
+        return self.best_coverage(words, [position])
+
+    def best_coverage(
+        self, words: Sequence[tuple[frozenset[str], frozenset[str]]], positions: Sequence[int]
+    ) -> float:
+        """The largest `coverage` of the chunks at `positions` (0 for none): the weights are computed once,
+        and each chunk's terms are looked up in one vectorised search."""
+        kept = [(own, alt) for own, alt in words if own]
+        weights = [max(self.idf(t) for t in own) for own, _ in kept]
         total = sum(weights)
-        if total == 0:
+        if total == 0 or not positions:
             return 0.0
-        ids = self._terms[position] if self._terms else np.empty(0, dtype=np.int32)
-        present = {t for t in {*(t for own, alt in words for t in own | alt)} if self._has(ids, t)}
-        found = sum(
-            w
-            for w, (own, alt) in zip(weights, (x for x in words if x[0]), strict=True)
-            if own & present or alt & present
-        )
-        return found / total
+        # Every vocabulary column of each word's terms (own or translated), and the word it belongs to.
+        columns: list[int] = []
+        owners: list[int] = []
+        for i, (own, alt) in enumerate(kept):
+            for term in own | alt:
+                column = self._vocab.get(term)
+                if column is not None:
+                    columns.append(column)
+                    owners.append(i)
+        wanted = np.asarray(columns, dtype=np.int32)
+        best = 0.0
+        for position in positions:
+            ids = self._terms[position] if self._terms else np.empty(0, dtype=np.int32)
+            if ids.size == 0 or wanted.size == 0:
+                found_words: set[int] = set()
+            else:
+                at = np.minimum(np.searchsorted(ids, wanted), ids.size - 1)
+                found_words = {owners[j] for j in np.flatnonzero(ids[at] == wanted).tolist()}
+            found = sum(w for i, w in enumerate(weights) if i in found_words)
+            best = max(best, found / total)
+        return best

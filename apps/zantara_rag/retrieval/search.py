@@ -7,9 +7,11 @@
    glossary's translations of them.
 3. Reciprocal rank fusion of the three (the first `FUSION_CANDIDATES` of each), the best `RETRIEVAL_TOP_K`
    chunks kept.
-4. Off-topic questions are turned away: the relevance of the question (the cosine similarity of its English
-   view to the nearest chunk, plus `COVERAGE_WEIGHT` × the share of its words the best passage answers) must
-   reach the cut-off of its language (`MIN_RELEVANCE_EN`, `MIN_RELEVANCE_ID`), else no sources at all.
+4. Off-topic questions are turned away: the relevance of the question (the cosine similarity of its view to
+   the nearest chunk, plus `COVERAGE_WEIGHT` × the share of its words the best passage answers) must reach the
+   cut-off of its language (`MIN_RELEVANCE_EN`, `MIN_RELEVANCE_ID`), else no sources at all. The view of an
+   English question is the mean of the question's similarity and its gloss's (what the glossary knows of it);
+   an Indonesian question's, its English gloss's alone (the model reads English).
 5. Chunks are grouped by document in rank order; the first `SOURCES_TOP_K` documents become sources
    `[1]`..`[n]`. The model sees exactly those passages and the sources event lists exactly those documents,
    so `[n]` in the answer always points at `sources[n-1]`.
@@ -29,6 +31,7 @@ from ..language import Language, detect_language
 from ..settings import Settings
 from .embedder import Embedder
 from .glossary import Expansion, Glossary
+from .lexical import LexicalIndex, Scored
 from .mirror import LexicalMirror
 from .store import SUPERSEDED, Hit, VectorStore
 
@@ -37,8 +40,15 @@ from .store import SUPERSEDED, Hit, VectorStore
 RRF_K = 10
 # Weight of the glossary's translations in the BM25 query, against 1 for the question's own words.
 EXPANSION_WEIGHT = 0.3
-# Weight of the passage's coverage of the question's words in the relevance of the question.
-COVERAGE_WEIGHT = 0.5
+# The relevance of a question, by its language: QUESTION_WEIGHT × the similarity of the question's vector to
+# its nearest chunk + (1 - QUESTION_WEIGHT) × that of its gloss's vector (0 without a gloss) + COVERAGE_WEIGHT
+# × the coverage. An Indonesian question is judged on its English gloss alone (the English model places any
+# Indonesian sentence near the Indonesian documents); an English one on both: a question about Bali the
+# glossary knows nothing of (the weather, a beach, a boat) has an empty or thin gloss, and that halves its
+# similarity however near its words put it to the knowledge base. Measured on the development questions
+# (docs/retrieval.md, "Off-topic questions").
+QUESTION_WEIGHT: dict[Language, float] = {"en": 0.5, "id": 0.0}
+COVERAGE_WEIGHT: dict[Language, float] = {"en": 0.25, "id": 0.5}
 # How many of the fused chunks the coverage is measured on (the best of them counts).
 COVERAGE_CHUNKS = 3
 
@@ -54,6 +64,28 @@ class Retrieval:
     ranked: list[Hit] = field(default_factory=list, repr=False)
 
 
+@dataclass(frozen=True)
+class Lexical:
+    """The BM25 ranking of a question, with the lexical index it was computed on (a refresh may replace the
+    mirror's index meanwhile: the fusion reads the chunks of this one)."""
+
+    index: LexicalIndex
+    ranking: list[Scored]
+
+
+def _complete(index: LexicalIndex, chunk_id: str, hit: Hit | None) -> Hit:
+    """A kept chunk as a full hit: a dense hit without text gets it from the lexical index; a chunk found
+    only by its words gets similarity -1 (completed by the store, `Retriever.retrieve`)."""
+    if hit is None:  # BM25 ranks only the chunks of its index
+        chunk = index.chunks[index.positions[chunk_id]]
+        return Hit(chunk_id, chunk.text, chunk.metadata, -1.0)
+    position = index.positions.get(chunk_id)
+    if not hit.metadata and position is not None:
+        chunk = index.chunks[position]
+        return Hit(chunk_id, chunk.text, chunk.metadata, hit.similarity)
+    return hit
+
+
 @dataclass
 class Signals:
     """What retrieval saw of one question, before the cut-off."""
@@ -61,7 +93,7 @@ class Signals:
     language: Language
     expansion: Expansion
     ranked: list[Hit]
-    english_similarity: float
+    view_similarity: float  # the similarity part of the relevance (QUESTION_WEIGHT)
     coverage: float
     relevance: float
 
@@ -80,7 +112,8 @@ class Retriever:
         min_relevance: dict[Language, float],
         rrf_k: float = RRF_K,
         expansion_weight: float = EXPANSION_WEIGHT,
-        coverage_weight: float = COVERAGE_WEIGHT,
+        question_weight: dict[Language, float] | None = None,
+        coverage_weight: dict[Language, float] | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -93,7 +126,8 @@ class Retriever:
         # Tuned to the embedding model and measured with it (docs/retrieval.md); parameters for the benchmark.
         self.rrf_k = rrf_k
         self.expansion_weight = expansion_weight
-        self.coverage_weight = coverage_weight
+        self.question_weight = question_weight if question_weight is not None else QUESTION_WEIGHT
+        self.coverage_weight = coverage_weight if coverage_weight is not None else COVERAGE_WEIGHT
 
     @classmethod
     def from_settings(
@@ -128,11 +162,18 @@ class Retriever:
             language = detect_language(query)
             expansion = self.glossary.expand(query, "id" if language == "en" else "en")
             texts = [query, expansion.gloss] if expansion.gloss else [query]
-            vectors = await self.embedder.embed_queries(texts)
+            pending = self.embedder.submit_queries(texts)
+            try:
+                # BM25 on this thread while the worker thread embeds (ONNX Runtime releases the GIL).
+                words = self.rank_words(query, expansion)
+            except BaseException:
+                pending.cancel()
+                raise
+            vectors = await pending
             t1 = time.perf_counter()
             # Ids and similarities only: the texts are in the lexical index (a third of Chroma's time).
             dense = await self.store.aquery_many(vectors, max(self.candidates, self.top_k), texts=False)
-            signals = self.fuse(query, language, expansion, dense)
+            signals = self.fuse(query, language, expansion, dense, words)
             incomplete = [h.id for h in signals.ranked if h.similarity < 0 or not h.metadata]
             if incomplete:
                 # Found only by their words (no similarity yet), or newer than the lexical index (no text
@@ -169,41 +210,53 @@ class Retriever:
         """Whether the question is about the knowledge base at all (the cut-off of its language)."""
         return bool(signals.ranked) and signals.relevance >= self.min_relevance[signals.language]
 
-    def fuse(
-        self, query: str, language: Language, expansion: Expansion, dense: Sequence[list[Hit]]
-    ) -> Signals:
-        """The three rankings fused, the best `top_k` chunks first, and the question's relevance signals."""
+    def rank_words(self, query: str, expansion: Expansion) -> Lexical:
+        """The BM25 ranking: the question's own terms at weight 1, the glossary's translations lower."""
         index = self.mirror.index
         own = index.analyze(query)
         translated = [t for term in expansion.terms for t in index.analyze(term)]
         scores = index.scores([(own, 1.0), (translated, self.expansion_weight)])
-        lexical = index.top(scores, self.candidates)
+        return Lexical(index, index.top(scores, self.candidates))
+
+    def fuse(
+        self,
+        query: str,
+        language: Language,
+        expansion: Expansion,
+        dense: Sequence[list[Hit]],
+        words: Lexical | None = None,
+    ) -> Signals:
+        """The three rankings fused, the best `top_k` chunks first, and the question's relevance signals.
+
+        `words` is the BM25 ranking (`rank_words`), computed here when not given.
+        """
+        if words is None:
+            words = self.rank_words(query, expansion)
+        index = words.index
         fused: dict[str, float] = {}
-        hits: dict[str, Hit] = {}
+        nearest: dict[str, Hit] = {}  # each chunk's dense hit of the highest similarity (the first on ties)
         for ranking in dense:
             for rank, hit in enumerate(ranking[: self.candidates], start=1):
                 fused[hit.id] = fused.get(hit.id, 0.0) + 1.0 / (self.rrf_k + rank)
-                best = hits.get(hit.id)
+                best = nearest.get(hit.id)
                 if best is None or hit.similarity > best.similarity:
-                    position = index.positions.get(hit.id)
-                    if not hit.metadata and position is not None:
-                        chunk = index.chunks[position]
-                        hit = Hit(hit.id, chunk.text, chunk.metadata, hit.similarity)
-                    hits[hit.id] = hit
-        for rank, scored in enumerate(lexical, start=1):
-            chunk = index.chunks[scored.position]
-            fused[chunk.id] = fused.get(chunk.id, 0.0) + 1.0 / (self.rrf_k + rank)
-            if chunk.id not in hits:
-                hits[chunk.id] = Hit(chunk.id, chunk.text, chunk.metadata, -1.0)
+                    nearest[hit.id] = hit
+        chunks = index.chunks
+        for rank, scored in enumerate(words.ranking, start=1):
+            chunk_id = chunks[scored.position].id
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.rrf_k + rank)
         order = sorted(fused, key=lambda i: (-fused[i], i))[: self.top_k]
-        ranked = [hits[i] for i in order]
-        # The English view: the question itself, or for an Indonesian question its English gloss (the model
-        # reads English; it places any Indonesian sentence near the Indonesian documents).
-        english = dense[0] if language == "en" else (dense[1] if len(dense) > 1 else [])
+        # Only the kept chunks become full hits: their text and metadata from the lexical index.
+        ranked = [_complete(index, i, nearest.get(i)) for i in order]
+        # The question's view: its own nearest chunk and its gloss's (dense[1], when it has a gloss), weighted
+        # by its language (QUESTION_WEIGHT).
+        question = dense[0][0].similarity if dense and dense[0] else 0.0
+        gloss = dense[1][0].similarity if len(dense) > 1 and dense[1] else 0.0
+        weight = self.question_weight[language]
+        similarity = weight * question + (1.0 - weight) * gloss
         positions = [index.positions[h.id] for h in ranked[:COVERAGE_CHUNKS] if h.id in index.positions]
-        coverage = max((index.coverage(expansion.words, p) for p in positions), default=0.0)
-        similarity = english[0].similarity if english else 0.0
-        relevance = similarity + self.coverage_weight * coverage
+        coverage = index.best_coverage(expansion.words, positions)
+        relevance = similarity + self.coverage_weight[language] * coverage
         return Signals(language, expansion, ranked, similarity, coverage, relevance)
 
     def group(self, hits: list[Hit]) -> list[Passage]:
