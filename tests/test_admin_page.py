@@ -90,7 +90,9 @@ def test_upload_list_ask_and_delete_in_the_browser(page: Any, server: ServerProc
     page.wait_for_function("window.__admin.asking === 'done'")
     assert "4,321" not in page.inner_text("#answer")
     # Asked again without its document, the question has no source: the gaps view, read again, lists it.
-    unanswered = page.locator("#gaps-no_source tr.gap", has_text="How much does the Quokka permit cost per day?")
+    unanswered = page.locator(
+        "#gaps-no_source tr.gap", has_text="How much does the Quokka permit cost per day?"
+    )
     assert unanswered.locator(".group-count").inner_text() == "1"
 
 

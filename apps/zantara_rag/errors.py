@@ -189,14 +189,6 @@ class KnowledgeUnavailable(ZantaraError):
     )
 
 
-class ConversationsUnavailable(ZantaraError):
-    """The conversation database cannot be read (the knowledge-gaps report)."""
-
-    code = "conversations_unavailable"
-    status = 503
-    message = "The conversation database cannot be read right now. Please try again in a moment."
-
-
 class IndexOutdated(CannotStart):
     """The collection was built by an earlier version, in a format this version cannot search correctly."""
 

@@ -214,8 +214,6 @@ class ConversationKeeper:
         if self.recorder is not None:
             self.recorder.finished(stream)
 
-    # --- the conversation routes
-
     # --- the routes: a database failure or silence becomes one clear error (`ConversationsUnavailable`)
 
     @asynccontextmanager
