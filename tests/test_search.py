@@ -7,6 +7,7 @@ import asyncio
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +185,41 @@ def test_an_english_question_the_glossary_knows_nothing_of_keeps_half_its_simila
     signals = retriever.fuse(question, "en", expansion, dense)
     assert signals.view_similarity == pytest.approx(dense[0][0].similarity / 2)
     assert not retriever.accepts(signals)
+
+
+QUOKKA = """---
+title: Quokka permit
+language: en
+---
+# Quokka permit
+
+The Quokka permit is a fictional permit used by the Zantara test suite. The Quokka permit costs
+IDR 4,321 per day and is issued by the Bali Zero test office in Denpasar within three working days.
+"""
+
+
+def test_a_document_newer_than_the_lexical_index_is_judged_on_its_own_words(tmp_path: Path) -> None:
+    # A service on an empty collection; another machine writes a document (server mode): the vectors find it
+    # before this machine's lexical index is rebuilt, and its words must count already.
+    root = tmp_path / "knowledge"
+    root.mkdir()
+    settings = Settings(chroma_path=tmp_path / "chroma", knowledge_path=root)
+    embedder = Embedder(DEFAULT_EMBEDDING_MODEL)
+    try:
+        store = VectorStore.open(settings)
+        mirror = LexicalMirror(store)
+        mirror.refresh()
+        retriever = Retriever.from_settings(embedder, store, settings, mirror=mirror)
+        (root / "quokka-permit.md").write_text(QUOKKA, encoding="utf-8")
+        ingest([root], store, embedder, root=root, max_chars=1200, overlap=150, progress=False)
+        question = "How much does the Quokka permit cost per day?"
+        before = asyncio.run(retriever.retrieve(question))
+        assert len(mirror.index) == 0  # not refreshed yet
+        assert [p.title for p in before.passages] == ["Quokka permit"]
+        mirror.refresh()
+        after = asyncio.run(retriever.retrieve(question))
+        assert [p.title for p in after.passages] == ["Quokka permit"]
+        # The same words answer the question before and after the refresh (only their rarity differs).
+        assert before.relevance == pytest.approx(after.relevance, abs=0.05)
+    finally:
+        embedder.close()

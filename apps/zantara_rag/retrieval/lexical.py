@@ -134,6 +134,23 @@ class LexicalIndex:
         """
         return self.best_coverage(words, [position])
 
+    def coverage_of(
+        self, words: Sequence[tuple[frozenset[str], frozenset[str]]], chunks: Sequence[Chunk]
+    ) -> float:
+        """The largest `coverage` of chunks that are not in this index (written since it was built): their
+        terms analysed now, the words weighted by this index's rarity as for the indexed ones."""
+        kept = [(own, alt) for own, alt in words if own]
+        weights = [max(self.idf(t) for t in own) for own, _ in kept]
+        total = sum(weights)
+        if total == 0:
+            return 0.0
+        best = 0.0
+        for chunk in chunks:
+            terms = set(self.analyze(lexical_text(chunk.text, chunk.metadata)))
+            found = sum(w for w, (own, alt) in zip(weights, kept, strict=True) if own & terms or alt & terms)
+            best = max(best, found / total)
+        return best
+
     def best_coverage(
         self, words: Sequence[tuple[frozenset[str], frozenset[str]]], positions: Sequence[int]
     ) -> float:

@@ -31,7 +31,7 @@ from ..language import Language, detect_language
 from ..settings import Settings
 from .embedder import Embedder
 from .glossary import Expansion, Glossary
-from .lexical import LexicalIndex, Scored
+from .lexical import Chunk, LexicalIndex, Scored
 from .mirror import LexicalMirror
 from .store import SUPERSEDED, Hit, VectorStore
 
@@ -190,6 +190,7 @@ class Retriever:
                     else h
                     for h in signals.ranked
                 ]
+                self.cover_newer(signals, words.index)
             # A document's older version, marked while its new one is written (knowledge/ingest.py).
             signals.ranked = [h for h in signals.ranked if not h.metadata.get(SUPERSEDED)]
             t2 = time.perf_counter()
@@ -209,6 +210,22 @@ class Retriever:
     def accepts(self, signals: Signals) -> bool:
         """Whether the question is about the knowledge base at all (the cut-off of its language)."""
         return bool(signals.ranked) and signals.relevance >= self.min_relevance[signals.language]
+
+    def cover_newer(self, signals: Signals, index: LexicalIndex) -> None:
+        """Coverage counted on the chunks the lexical index does not have yet, now that their text is read:
+        a document written since the last refresh (another machine's, in server mode) is judged on its words
+        like every other, not turned away as off-topic until the refresh."""
+        newer = [
+            Chunk(h.id, h.text, h.metadata)
+            for h in signals.ranked[:COVERAGE_CHUNKS]
+            if h.id not in index.positions and h.text
+        ]
+        if not newer:
+            return
+        signals.coverage = max(signals.coverage, index.coverage_of(signals.expansion.words, newer))
+        signals.relevance = (
+            signals.view_similarity + self.coverage_weight[signals.language] * signals.coverage
+        )
 
     def rank_words(self, query: str, expansion: Expansion) -> Lexical:
         """The BM25 ranking: the question's own terms at weight 1, the glossary's translations lower."""
