@@ -235,8 +235,11 @@ class ConversationKeeper:
             return await self.store.conversation(conversation_id, access)
 
     async def conversations(self, access: Access, limit: int) -> list[ConversationSummary]:
-        if self.store is None or access.owner is None:
+        if self.store is None or self.recorder is None or access.owner is None:
             return []
+        # The answers this process has just finished count (their turns are written first, at most
+        # SETTLE_SECONDS): a list read right after a done event shows that turn.
+        await self.recorder.caught_up(wait_seconds=SETTLE_SECONDS)
         async with self._database("listing conversations"):
             return await self.store.conversations(access.owner, limit)
 
