@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,36 @@ async def test_a_question_and_its_gloss_use_two_threads_only_when_no_other_quest
     # Split or not, the vectors are the same.
     for vectors in (*together, again):
         assert cosines(vectors, alone).min() >= 1 - 1e-6
+
+
+async def test_a_cancelled_question_counts_until_its_embedding_really_ends(
+    onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    splits: list[bool] = []
+    release = threading.Event()
+    encode = onnx_embedder._impl.encode
+
+    def slow(texts: list[str], batch_size: int, split: bool = True) -> np.ndarray:
+        splits.append(split)
+        release.wait(5)
+        return encode(texts, batch_size, split)
+
+    monkeypatch.setattr(onnx_embedder._impl, "encode", slow)
+    first = onnx_embedder.submit_queries(TEXTS[:2])
+    await asyncio.sleep(0.05)  # running on the worker thread
+    first.cancel()  # the question gave up; its job still holds the worker
+    await asyncio.sleep(0.01)  # every callback of the cancellation has run
+    second = onnx_embedder.submit_queries(TEXTS[:2])
+    release.set()
+    await second
+    assert splits == [True, False]
+    for _ in range(100):  # the count goes back to zero once both jobs have ended
+        if onnx_embedder._queries_waiting == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert onnx_embedder._queries_waiting == 0
+    await onnx_embedder.embed_queries(TEXTS[:2])
+    assert splits[-1] is True
 
 
 def test_the_export_is_cached_and_reused(onnx_embedder: Embedder, cache_dir: Path) -> None:

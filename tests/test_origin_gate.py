@@ -78,3 +78,6 @@ async def test_the_services_own_pages_may_rate_an_answer_but_chat_keeps_the_allo
         assert (await client.post("/feedback", json=rating, headers=other)).status_code == 403
         asked = await client.get("/bali-zero/chat-stream", params={"query": "KITAS"}, headers=own)
         assert asked.status_code == 403 and asked.json()["code"] == "origin_not_allowed"
+        # The exemption is a whole path segment: a path merely starting with the same letters keeps the rule.
+        for path in ("/feedbacks", "/administrator"):
+            assert (await client.post(path, json=rating, headers=own)).status_code == 403

@@ -6,7 +6,8 @@ extractive answer), and **rated -1** by the user. Within each kind, paraphrases 
 together: questions are grouped by nearest neighbour with the service's own embedder (a question joins the
 group whose centroid it is closest to, at cosine >= `GROUP_SIMILARITY`, else starts one). Each group has its
 count, the conversations it came from, when it was last asked, and an example question per language
-(English, Indonesian). `zantara-rag report gaps` prints it; `gaps_report` is what an endpoint calls.
+(English, Indonesian). `zantara-rag report gaps` prints it (`gaps_report`); `GET /admin/gaps` reads the rows
+under the keeper's database guard and calls `build_report`.
 """
 
 from __future__ import annotations

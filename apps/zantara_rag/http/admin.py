@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.sse import format_sse_event
 
 from ..conversations.gaps import Embed, parse_since
-from ..errors import ConversationsUnavailable, InvalidRequest, KnowledgeUnavailable, NotFound, ZantaraError
+from ..errors import InvalidRequest, KnowledgeUnavailable, NotFound, ZantaraError
 from ..events import error_body
 from ..knowledge.library import Outcome, Upload
 from ..retrieval.embedder import Embedder
@@ -139,11 +139,7 @@ async def knowledge_gaps(
         window = parse_since(since)
     except ValueError:
         raise InvalidRequest("`since` must be a duration like 24h, 7d or 4w.") from None
-    try:
-        report = await services.conversations.gaps(window, _in_slices(services.embedder))
-    except Exception as exc:
-        log.error("the knowledge-gaps report failed (%s)", type(exc).__name__)
-        raise ConversationsUnavailable() from None
+    report = await services.conversations.gaps(window, _in_slices(services.embedder))
     if report is None:
         raise NotFound("Conversations are not stored here (STORE_CONVERSATIONS=false): there is no report.")
     return report.as_json()

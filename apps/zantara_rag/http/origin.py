@@ -19,8 +19,8 @@ _FOREIGN_SITES = frozenset({b"cross-site", b"same-site"})
 def refused(scope: Scope, allowed: frozenset[str], same_origin_prefixes: tuple[str, ...] = ()) -> bool:
     """An `Origin` that is not exactly allowed (or several of them); or none, from another site's page.
 
-    Under `same_origin_prefixes` (pages the service serves itself, `/admin`) the service's own origin is
-    allowed too.
+    Under `same_origin_prefixes` (pages the service serves itself, `/admin`; a prefix is a whole path
+    segment: `/admin` and `/admin/...`, not `/administrator`) the service's own origin is allowed too.
     """
     origins = [v for k, v in scope["headers"] if k == b"origin"]
     if origins:
@@ -29,7 +29,9 @@ def refused(scope: Scope, allowed: frozenset[str], same_origin_prefixes: tuple[s
         origin = origins[0].decode("latin-1")
         if origin in allowed:
             return False
-        return not (scope["path"].startswith(same_origin_prefixes) and same_host(scope, origin))
+        path = scope["path"]
+        under = any(path == p or path.startswith(p + "/") for p in same_origin_prefixes)
+        return not (under and same_host(scope, origin))
     return any(k == b"sec-fetch-site" and v.strip().lower() in _FOREIGN_SITES for k, v in scope["headers"])
 
 

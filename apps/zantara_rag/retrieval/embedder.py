@@ -23,6 +23,7 @@ Some models are trained with a marker before each text: the e5 family embeds "qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -255,13 +256,18 @@ class Embedder:
         that another question, or the event loop, needs."""
         loop = asyncio.get_running_loop()
         texts = [self.query_prefix + t for t in texts]
-        split = self._queries_waiting == 0
+        job = self._executor.submit(self.embed, texts, len(texts), self._queries_waiting == 0)
         self._queries_waiting += 1
-        future = loop.run_in_executor(self._executor, self.embed, texts, len(texts), split)
-        future.add_done_callback(self._query_done)
-        return future
+        # Counted until the job itself ends (or is dropped from the queue), not until its awaiter gives up: a
+        # cancelled question keeps the worker busy as long as its job runs.
+        job.add_done_callback(lambda _: self._job_ended(loop))
+        return asyncio.wrap_future(job, loop=loop)
 
-    def _query_done(self, _: asyncio.Future[list[list[float]]]) -> None:
+    def _job_ended(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown): nothing counts any more
+            loop.call_soon_threadsafe(self._query_done)
+
+    def _query_done(self) -> None:
         self._queries_waiting -= 1
 
     async def embed_queries(self, texts: list[str]) -> list[list[float]]:

@@ -134,14 +134,20 @@ class LexicalIndex:
         """
         return self.best_coverage(words, [position])
 
+    def _weighted(
+        self, words: Sequence[tuple[frozenset[str], frozenset[str]]]
+    ) -> tuple[list[tuple[frozenset[str], frozenset[str]]], list[float], float]:
+        """The question's words that have terms, each weighted by its own rarest term, and their sum."""
+        kept = [(own, alt) for own, alt in words if own]
+        weights = [max(self.idf(t) for t in own) for own, _ in kept]
+        return kept, weights, sum(weights)
+
     def coverage_of(
         self, words: Sequence[tuple[frozenset[str], frozenset[str]]], chunks: Sequence[Chunk]
     ) -> float:
         """The largest `coverage` of chunks that are not in this index (written since it was built): their
         terms analysed now, the words weighted by this index's rarity as for the indexed ones."""
-        kept = [(own, alt) for own, alt in words if own]
-        weights = [max(self.idf(t) for t in own) for own, _ in kept]
-        total = sum(weights)
+        kept, weights, total = self._weighted(words)
         if total == 0:
             return 0.0
         best = 0.0
@@ -156,9 +162,7 @@ class LexicalIndex:
     ) -> float:
         """The largest `coverage` of the chunks at `positions` (0 for none): the weights are computed once,
         and each chunk's terms are looked up in one vectorised search."""
-        kept = [(own, alt) for own, alt in words if own]
-        weights = [max(self.idf(t) for t in own) for own, _ in kept]
-        total = sum(weights)
+        kept, weights, total = self._weighted(words)
         if total == 0 or not positions:
             return 0.0
         # Every vocabulary column of each word's terms (own or translated), and the word it belongs to.

@@ -10,8 +10,8 @@
 4. Off-topic questions are turned away: the relevance of the question (the cosine similarity of its view to
    the nearest chunk, plus `COVERAGE_WEIGHT` × the share of its words the best passage answers) must reach the
    cut-off of its language (`MIN_RELEVANCE_EN`, `MIN_RELEVANCE_ID`), else no sources at all. The view of an
-   English question is the mean of the question's similarity and its gloss's (what the glossary knows of it);
-   an Indonesian question's, its English gloss's alone (the model reads English).
+   English question is the mean of the question's similarity and its gloss's (what the glossary knows of it;
+   0 without a gloss); an Indonesian question's, its English gloss's alone (the model reads English).
 5. Chunks are grouped by document in rank order; the first `SOURCES_TOP_K` documents become sources
    `[1]`..`[n]`. The model sees exactly those passages and the sources event lists exactly those documents,
    so `[n]` in the answer always points at `sources[n-1]`.
@@ -223,9 +223,11 @@ class Retriever:
         if not newer:
             return
         signals.coverage = max(signals.coverage, index.coverage_of(signals.expansion.words, newer))
-        signals.relevance = (
-            signals.view_similarity + self.coverage_weight[signals.language] * signals.coverage
-        )
+        signals.relevance = self.relevance(signals.language, signals.view_similarity, signals.coverage)
+
+    def relevance(self, language: Language, similarity: float, coverage: float) -> float:
+        """What the off-topic cut-off compares: the view's similarity plus the weighted coverage."""
+        return similarity + self.coverage_weight[language] * coverage
 
     def rank_words(self, query: str, expansion: Expansion) -> Lexical:
         """The BM25 ranking: the question's own terms at weight 1, the glossary's translations lower."""
@@ -273,7 +275,7 @@ class Retriever:
         similarity = weight * question + (1.0 - weight) * gloss
         positions = [index.positions[h.id] for h in ranked[:COVERAGE_CHUNKS] if h.id in index.positions]
         coverage = index.best_coverage(expansion.words, positions)
-        relevance = similarity + self.coverage_weight[language] * coverage
+        relevance = self.relevance(language, similarity, coverage)
         return Signals(language, expansion, ranked, similarity, coverage, relevance)
 
     def group(self, hits: list[Hit]) -> list[Passage]:
