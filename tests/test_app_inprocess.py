@@ -274,3 +274,29 @@ async def test_driving_the_app_by_hand_shows_when_a_yield_dependency_exits(
     assert exchange.body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
     assert log.count("exit") == 1
     assert (log.index("exit") < log.index("http.response.body")) is exit_before_body
+
+
+async def test_an_unexpected_failure_while_opening_a_stream_is_one_clean_error(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bug inside the route's steps (here: the hub's room check raises): the client gets one terminal event
+    # in band, or a JSON 500, and neither the client nor the log sees the exception's text.
+    secret = "sk-ant-api03-leak ops@balizero.com"
+    services, admission = app.state.services, app.state.admission
+
+    def broken() -> bool:
+        raise RuntimeError(secret)
+
+    monkeypatch.setattr(services.hub, "has_room", broken)
+    in_band = await call(app, CHAT, {"query": QUESTION}, SSE)
+    assert in_band.status == 200
+    assert [p.get("code") for p in in_band.payloads] == ["internal_error"]
+    assert in_band.payloads[0]["error"] == "Sorry, something went wrong on our side. Please try again."
+    plain = await call(app, CHAT, {"query": QUESTION})
+    assert plain.status == 500 and json.loads(plain.body)["code"] == "internal_error"
+    for exchange in (in_band, plain):
+        assert b"leak" not in exchange.body and b"balizero" not in exchange.body
+    assert "leak" not in caplog.text and "balizero.com" not in caplog.text
+    assert "opening a stream failed (RuntimeError)" in caplog.text
+    # Nothing held: no slot, no stream.
+    assert admission.open_streams() == 0
