@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +39,22 @@ def embedder() -> Iterator[Embedder]:
     e.close()
 
 
+@pytest.fixture
+def enricher_for() -> Iterator[Callable[[Settings], Enricher | None]]:
+    """`Enricher.from_settings`, each one closed after the test (its HTTP client holds a pooled socket)."""
+    made: list[Enricher] = []
+
+    def make(settings: Settings) -> Enricher | None:
+        enricher = Enricher.from_settings(settings)
+        if enricher is not None:
+            made.append(enricher)
+        return enricher
+
+    yield make
+    for enricher in made:
+        enricher.close()
+
+
 def settings_for(claude: FakeAnthropic, tmp_path: Path, **extra: object) -> Settings:
     return Settings(
         anthropic_api_key="sk-ant-test-SECRET-0123456789",  # type: ignore[arg-type]
@@ -63,11 +79,14 @@ def run(root: Path, store: VectorStore, embedder: Embedder, enricher: Enricher |
 
 
 def test_claude_writes_what_the_front_matter_lacks_once_per_content(
-    claude: FakeAnthropic, tmp_path: Path, embedder: Embedder
+    claude: FakeAnthropic,
+    tmp_path: Path,
+    embedder: Embedder,
+    enricher_for: Callable[[Settings], Enricher | None],
 ) -> None:
     root = knowledge_base(tmp_path)
     settings = settings_for(claude, tmp_path)
-    enricher = Enricher.from_settings(settings)
+    enricher = enricher_for(settings)
     assert enricher is not None
     store = VectorStore.open(settings)
     claude.enqueue({"text": "```json\n" + json.dumps(WRITTEN) + "\n```"})
@@ -90,7 +109,7 @@ def test_claude_writes_what_the_front_matter_lacks_once_per_content(
     assert (again.added, again.updated, again.unchanged) == (0, 0, 1) and len(claude.requests()) == 1
     # Rebuilt from scratch (`ingest --reset`, or another machine with the same cache): still no request.
     fresh = VectorStore.open(settings, reset=True)
-    assert run(root, fresh, embedder, Enricher.from_settings(settings)).added == 1
+    assert run(root, fresh, embedder, enricher_for(settings)).added == 1
     assert len(claude.requests()) == 1
 
     # Changed content: asked again.
@@ -99,10 +118,12 @@ def test_claude_writes_what_the_front_matter_lacks_once_per_content(
     assert run(root, fresh, embedder, enricher).updated == 1 and len(claude.requests()) == 2
 
 
-def test_front_matter_wins_and_a_complete_one_costs_no_request(claude: FakeAnthropic, tmp_path: Path) -> None:
+def test_front_matter_wins_and_a_complete_one_costs_no_request(
+    claude: FakeAnthropic, tmp_path: Path, enricher_for: Callable[[Settings], Enricher | None]
+) -> None:
     path = tmp_path / "doc.md"
     path.write_text(PLAIN.replace("language: en\n", "language: en\ntitle_id: Izin selancar\n"))
-    enricher = Enricher.from_settings(settings_for(claude, tmp_path))
+    enricher = enricher_for(settings_for(claude, tmp_path))
     assert enricher is not None
     claude.enqueue({"text": json.dumps(WRITTEN)})
     document = enricher.enrich(load(path))
@@ -120,10 +141,11 @@ def test_a_failed_enrichment_is_logged_and_the_document_indexed_without_it(
     embedder: Embedder,
     caplog: pytest.LogCaptureFixture,
     scenario: dict[str, object],
+    enricher_for: Callable[[Settings], Enricher | None],
 ) -> None:
     root = knowledge_base(tmp_path)
     settings = settings_for(claude, tmp_path)
-    enricher = Enricher.from_settings(settings)
+    enricher = enricher_for(settings)
     claude.enqueue(scenario)
     with caplog.at_level(logging.WARNING, logger="zantara_rag.knowledge.enrichment"):
         report = run(root, VectorStore.open(settings), embedder, enricher)
