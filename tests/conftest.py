@@ -16,7 +16,9 @@ from tests.harness import KNOWLEDGE, ServerProcess, claude_env, ingest_template
 from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer
 from zantara_rag.conversations.database import create_engine, migrate
-from zantara_rag.settings import Settings
+from zantara_rag.retrieval.embedder import Embedder
+from zantara_rag.retrieval.store import VectorStore, connect
+from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL, Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -148,3 +150,17 @@ async def engine(db_settings: Settings) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[Embedder]:
+    """The default embedding model, loaded once per test module (a worker thread each: closed after it)."""
+    e = Embedder(DEFAULT_EMBEDDING_MODEL)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> VectorStore:
+    """An empty embedded store of the test's own."""
+    return VectorStore(connect(Settings(chroma_path=tmp_path / "chroma")), "test-kb", DEFAULT_EMBEDDING_MODEL)

@@ -15,7 +15,7 @@ from zantara_rag.knowledge.enrichment import SYSTEM, Enricher, needs_enrichment,
 from zantara_rag.knowledge.ingest import ingest
 from zantara_rag.retrieval.embedder import Embedder
 from zantara_rag.retrieval.store import VectorStore
-from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL, Settings
+from zantara_rag.settings import Settings
 
 PLAIN = """---
 title: Surf school permits
@@ -30,13 +30,6 @@ WRITTEN = {
     "keywords_en": ["surf school", "tourism licence", "instructors"],
     "keywords_id": ["sekolah selancar", "izin usaha pariwisata", "instruktur"],
 }
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Embedder]:
-    e = Embedder(DEFAULT_EMBEDDING_MODEL)
-    yield e
-    e.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,10 @@ from zantara_rag.knowledge.ingest import ingest
 from zantara_rag.retrieval.embedder import Embedder
 from zantara_rag.retrieval.store import FORMAT_KEY, INDEX_FORMAT, VERSION_KEY, VectorStore
 from zantara_rag.services import build_services, check_index_format, ingest_sample_if_empty
-from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL, DEFAULT_KNOWLEDGE_PATH, Settings
+from zantara_rag.settings import DEFAULT_KNOWLEDGE_PATH, Settings
 
 SAMPLE = ["overstay-fines.md", "bpjs-kesehatan.md"]
 ENRICHMENT_KEYS = re.compile(r"^(title_[a-z]{2}|keywords_[a-z]{2}):.*\n", re.M)
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Embedder]:
-    e = Embedder(DEFAULT_EMBEDDING_MODEL)
-    yield e
-    e.close()
 
 
 def knowledge(tmp_path: Path, plain: bool = False) -> Path:

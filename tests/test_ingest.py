@@ -6,7 +6,6 @@ import itertools
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,18 +60,6 @@ def minimal_pdf(lines: list[str]) -> bytes:
         xref,
     )
     return bytes(out)
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Embedder]:
-    e = Embedder(DEFAULT_EMBEDDING_MODEL)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> VectorStore:
-    return VectorStore(connect(Settings(chroma_path=tmp_path / "chroma")), "test-kb", DEFAULT_EMBEDDING_MODEL)
 
 
 def run(root: Path, store: VectorStore, embedder: Embedder, prune: bool = False):  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ http(s) only. Real embedder, real embedded Chroma; the files are made on disk by
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,10 @@ from zantara_rag.events import Source
 from zantara_rag.knowledge.documents import load
 from zantara_rag.knowledge.ingest import IngestReport, ingest
 from zantara_rag.retrieval.embedder import Embedder
-from zantara_rag.retrieval.store import VectorStore, connect
-from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL, Settings
+from zantara_rag.retrieval.store import VectorStore
 
 SECRET = "ANTHROPIC_API_KEY=sk-ant-api03-INGESTED-SECRET"
 DOC = "---\ntitle: Overstay fines\nurl: {url}\n---\n## Fines\nOverstaying costs IDR 1,000,000 per day.\n"
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Embedder]:
-    e = Embedder(DEFAULT_EMBEDDING_MODEL)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> VectorStore:
-    return VectorStore(connect(Settings(chroma_path=tmp_path / "chroma")), "test-kb", DEFAULT_EMBEDDING_MODEL)
 
 
 @pytest.fixture

@@ -33,18 +33,6 @@ from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL, Settings
 KEY = "uploads/brochure.pdf"
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Embedder]:
-    e = Embedder(DEFAULT_EMBEDDING_MODEL)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> VectorStore:
-    return VectorStore(connect(Settings(chroma_path=tmp_path / "chroma")), "test-kb", DEFAULT_EMBEDDING_MODEL)
-
-
 def write(store: Any, embedder: Any, data: bytes, kind: str = "pdf") -> Any:
     return sync_bytes(KEY, data, kind, "brochure.pdf", store, embedder, max_chars=400, overlap=60)
 
