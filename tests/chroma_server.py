@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import free_port
+from tests.harness import free_port, stop_process
 
 HEARTBEAT = "/api/v2/heartbeat"
 
@@ -65,14 +65,8 @@ class ChromaServer:
     def stop(self) -> None:
         """Stop the server, keeping its data (a later `start` on the same path and port serves it again)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc, signal.SIGTERM, 15)
 
     def cleanup(self) -> None:
         self.stop()

@@ -35,6 +35,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
+    """Send `sig` to a process still running and wait for it; kill it if it outlasts `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.05) -> None:
     """Poll `condition` until it is true; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -154,14 +166,8 @@ class ServerProcess:
         return self.returncode
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT, 15)
             self.returncode = self.proc.returncode
 
     def cleanup(self) -> None:

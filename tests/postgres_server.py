@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.harness import free_port
+from tests.harness import free_port, stop_process
 
 SUPERUSER = "zantara"
 
@@ -129,14 +129,8 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server (fast shutdown), keeping its data: `start` serves it again on the same port."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc, signal.SIGINT, 30)
 
     def cleanup(self) -> None:
         self.stop()

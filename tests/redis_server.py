@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import free_port
+from tests.harness import free_port, stop_process
 
 
 def redis_executable() -> str:
@@ -59,13 +59,8 @@ class RedisServer:
 
     def cleanup(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop_process(proc, signal.SIGTERM, 15)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
