@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.admin import pdf
 from tests.harness import ROOT, ServerProcess, base_env
 from zantara_rag.errors import EmbeddingModelMismatch
 from zantara_rag.knowledge.chunking import split_text
@@ -37,29 +38,7 @@ A local sponsor is required.
 
 def minimal_pdf(lines: list[str]) -> bytes:
     """A valid one-page PDF with Helvetica text, written by hand (no PDF library writes text)."""
-    text = "BT /F1 12 Tf 72 720 Td " + " ".join(f"({ln}) Tj 0 -16 Td" for ln in lines) + " ET"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(text), text.encode()),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Title (Golden visa brochure) >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return pdf([lines])
 
 
 def run(root: Path, store: VectorStore, embedder: Embedder, prune: bool = False):  # type: ignore[no-untyped-def]
