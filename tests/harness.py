@@ -92,18 +92,22 @@ def claude_env(base_url: str) -> dict[str, str]:
     }
 
 
-def ingest_template(target: Path, *paths: Path, **env: Any) -> str:
-    """Run the real `zantara-rag ingest` CLI into `target`; returns its summary line."""
-    cmd = [sys.executable, "-m", "zantara_rag.cli", "ingest", "--no-progress", *map(str, paths)]
-    out = subprocess.run(
-        cmd,
-        env=base_env(CHROMA_PATH=target, **env),
+def run_cli(*args: str, timeout: float = 300, **env: Any) -> subprocess.CompletedProcess[str]:
+    """The real `zantara-rag` CLI with `args`, in the tests' base environment plus `env`; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "zantara_rag.cli", *args],
+        env=base_env(**env),
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
+
+
+def ingest_template(target: Path, *paths: Path, **env: Any) -> str:
+    """Run the real `zantara-rag ingest` CLI into `target`; returns its summary line."""
+    out = run_cli("ingest", "--no-progress", *map(str, paths), timeout=600, CHROMA_PATH=target, **env)
     if out.returncode != 0:
         raise RuntimeError(f"ingest failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     return out.stdout.strip().splitlines()[-1]

@@ -5,8 +5,6 @@ an upload to a searchable 20-page PDF, the cost of an unchanged re-upload, the c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 
 from tests.admin import ADMIN_SECRET, QUOKKA, WOMBAT, bearer, brochure, token
 from tests.chroma_server import ChromaServer
-from tests.harness import ROOT, ServerProcess, base_env, wait_until
+from tests.harness import ServerProcess, run_cli, wait_until
 from tests.sse import ask
 
 pytestmark = pytest.mark.slow
@@ -32,18 +30,6 @@ def chat_headers() -> dict[str, str]:
 
 def answered(url: str, question: str, fact: str) -> bool:
     return fact in ask(url, question, headers=chat_headers()).answer
-
-
-def cli(*args: str, **env: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zantara_rag.cli", *args],
-        env=base_env(**env),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def knowledge_lines(server: ServerProcess) -> list[dict[str, object]]:
@@ -110,11 +96,11 @@ def test_plain_ingest_refuses_a_store_the_service_holds_and_ingest_server_goes_t
     (tmp_path / "kb" / "quokka-permit.md").write_text(QUOKKA, encoding="utf-8")
     (tmp_path / "kb" / "wombat.md").write_text(WOMBAT, encoding="utf-8")
 
-    refused = cli("ingest", "--no-progress", str(tmp_path / "kb"), CHROMA_PATH=embedded.chroma)
+    refused = run_cli("ingest", "--no-progress", str(tmp_path / "kb"), CHROMA_PATH=embedded.chroma)
     assert refused.returncode == 2
     assert "--server" in refused.stderr and "running service" in refused.stderr
 
-    sent = cli(
+    sent = run_cli(
         "ingest",
         "--no-progress",
         "--server",
@@ -133,7 +119,7 @@ def test_plain_ingest_refuses_a_store_the_service_holds_and_ingest_server_goes_t
     listed = httpx.get(embedded.url + DOCS, headers=bearer()).json()["documents"]
     assert {"kb/quokka-permit.md", "kb/wombat.md"} <= {d["id"] for d in listed}
 
-    again = cli(
+    again = run_cli(
         "ingest",
         "--no-progress",
         "--server",
@@ -146,7 +132,7 @@ def test_plain_ingest_refuses_a_store_the_service_holds_and_ingest_server_goes_t
     assert " 0 chunks added, 0 updated, 0 removed, " in again.stdout
 
     (tmp_path / "kb" / "wombat.md").unlink()
-    pruned = cli(
+    pruned = run_cli(
         "ingest",
         "--no-progress",
         "--prune",
@@ -161,7 +147,7 @@ def test_plain_ingest_refuses_a_store_the_service_holds_and_ingest_server_goes_t
     listed = httpx.get(embedded.url + DOCS, headers=bearer()).json()["documents"]
     assert "kb/wombat.md" not in {d["id"] for d in listed}
 
-    wrong = cli(
+    wrong = run_cli(
         "ingest",
         "--no-progress",
         "--server",

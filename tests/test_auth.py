@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.fakes.control import FakeAnthropic
-from tests.harness import ROOT, ServerProcess, base_env
+from tests.harness import ROOT, ServerProcess, run_cli
 from tests.security import (
     AUTH_SECRET,
     AUTH_SECRET_PREVIOUS,
@@ -156,14 +155,14 @@ def test_a_team_directory_without_authentication_refuses_to_boot(tmp_path: Path)
 
 @pytest.mark.slow  # starts the CLI as a subprocess
 def test_serve_with_a_team_directory_and_no_secret_exits_2(tmp_path: Path) -> None:
-    out = run_cli("serve", TEAM_DIRECTORY=str(team_file(tmp_path)))
+    out = cli("serve", TEAM_DIRECTORY=str(team_file(tmp_path)))
     assert out.returncode == 2 and "TEAM_DIRECTORY needs AUTH_SECRET" in out.stderr
     assert "Traceback" not in out.stderr
 
 
 @pytest.mark.slow  # starts the CLI as a subprocess
 def test_serve_with_a_short_secret_exits_2_without_echoing_it() -> None:
-    out = run_cli("serve", AUTH_SECRET="tiny-secret-VALUE")
+    out = cli("serve", AUTH_SECRET="tiny-secret-VALUE")
     assert out.returncode == 2
     assert "AUTH_SECRET" in out.stderr and "32 bytes" in out.stderr
     assert "tiny-secret-VALUE" not in out.stdout + out.stderr
@@ -172,21 +171,13 @@ def test_serve_with_a_short_secret_exits_2_without_echoing_it() -> None:
 # --- the CLI
 
 
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zantara_rag.cli", *args],
-        env=base_env(**env),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, timeout=60, **env)
 
 
 @pytest.mark.slow  # starts the CLI as a subprocess
 def test_cli_token_prints_a_token_the_server_accepts() -> None:
-    out = run_cli("token", "--sub", MEMBER_EMAIL, "--ttl", "15m", AUTH_SECRET=AUTH_SECRET)
+    out = cli("token", "--sub", MEMBER_EMAIL, "--ttl", "15m", AUTH_SECRET=AUTH_SECRET)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     claims = jwt.decode(token, AUTH_SECRET, algorithms=["HS256"], audience="zantara-rag")
@@ -204,7 +195,7 @@ def test_cli_token_prints_a_token_the_server_accepts() -> None:
     ],
 )
 def test_cli_token_refuses_cleanly(args: list[str], env: dict[str, str], message: str) -> None:
-    out = run_cli("token", *args, **env)
+    out = cli("token", *args, **env)
     assert out.returncode == 2 and message in out.stderr
     assert "Traceback" not in out.stderr and not out.stdout
 
