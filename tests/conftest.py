@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.browser import launch_chromium, require_browser
 from tests.chroma_server import ChromaServer
 from tests.conversation_db import DATABASES, database_settings
 from tests.fakes.control import FakeAnthropic
@@ -164,3 +166,11 @@ def embedder() -> Iterator[Embedder]:
 def store(tmp_path: Path) -> VectorStore:
     """An empty embedded store of the test's own."""
     return VectorStore(connect(Settings(chroma_path=tmp_path / "chroma")), "test-kb", DEFAULT_EMBEDDING_MODEL)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, one per test module (missing: the test fails)."""
+    require_browser()
+    with launch_chromium() as browser:
+        yield browser

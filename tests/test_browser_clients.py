@@ -23,9 +23,7 @@ from tests.browser import (
     REPO,
     StaticServer,
     TcpProxy,
-    launch_chromium,
     open_page,
-    require_browser,
     require_node_modules,
 )
 from tests.harness import ServerProcess, wait_until
@@ -89,13 +87,6 @@ def server(kb_template: Path, page_origin: StaticServer) -> Iterator[ServerProce
         kb_template, CORS_ALLOWED_ORIGINS=page_origin.origin, EXTRACTIVE_CHUNK_DELAY_MS="30"
     ) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require_browser()
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

