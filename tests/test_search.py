@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,3 +224,28 @@ def test_a_document_newer_than_the_lexical_index_is_judged_on_its_own_words(tmp_
         assert before.relevance == pytest.approx(after.relevance, abs=0.05)
     finally:
         embedder.close()
+
+
+def test_an_embedded_chroma_is_queried_on_the_embedding_worker_a_server_is_not(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One hand-over fewer for an embedded store; a server's network round trip stays off the worker thread.
+    threads: list[str] = []
+    query_many = setup.store.query_many
+
+    def recording(*args: object, **kwargs: object) -> list[list[Hit]]:
+        threads.append(threading.current_thread().name)
+        return query_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(setup.store, "query_many", recording)
+    question = "Is health insurance compulsory for my staff?"
+    on_worker = asyncio.run(setup.retriever.retrieve(question))
+    assert setup.store.local
+    monkeypatch.setattr(VectorStore, "local", property(lambda self: False))
+    off_worker = asyncio.run(setup.retriever.retrieve(question))
+    assert len(threads) == 2
+    assert threads[0].startswith("embed") and not threads[1].startswith("embed")
+    # The same answer either way, and the embedding and search stages are both timed.
+    assert [p.doc for p in on_worker.passages] == [p.doc for p in off_worker.passages]
+    assert on_worker.relevance == pytest.approx(off_worker.relevance, abs=1e-6)
+    assert min(on_worker.embed_ms, on_worker.search_ms, off_worker.embed_ms, off_worker.search_ms) > 0

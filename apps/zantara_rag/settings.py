@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     embedding_device: str = "cpu"
     embedding_backend: Literal["auto", "onnx", "torch"] = "auto"
     embedding_cache_dir: Path | None = None
+    # Questions on the 8-bit model (ONNX backend; passages keep full precision): docs/retrieval.md, "Latency".
+    embedding_query_precision: Literal["int8", "fp32"] = "int8"
     chroma_path: Path = Path("data/chroma")
     chroma_url: AnyHttpUrl | None = None
     chroma_collection: str = "zantara-kb"

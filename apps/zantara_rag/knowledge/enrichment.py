@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..language import LANGUAGES, detect_language
-from ..retrieval.embedder import default_cache_dir as service_cache_dir
+from ..retrieval.backends import default_cache_dir as service_cache_dir
 from ..settings import Settings
 from .documents import Document
 

@@ -14,6 +14,18 @@ Two backends give the same vectors (within 1e-4 cosine, checked at export and by
 
 `auto` (the default) takes `onnx` for a local model of the supported layout, else `torch`.
 
+Questions are embedded by an 8-bit copy of the ONNX model (`EMBEDDING_QUERY_PRECISION=int8`, the default;
+`_onnx.quantize`): about 3 ms instead of 6.6 ms for a question and its gloss after an idle gap, vectors within
+0.986 cosine of the full model's on the labelled questions, and every retrieval target still met
+(docs/retrieval.md, "Latency"). Passages keep full precision, so the stored vectors and the collection do not
+change with it; `fp32` puts questions back on the full model.
+
+Questions are embedded by an 8-bit copy of the ONNX model (`EMBEDDING_QUERY_PRECISION=int8`, the default;
+`_onnx.quantize`): about 3 ms instead of 6.6 ms for a question and its gloss after an idle gap, vectors within
+0.986 cosine of the full model's on the labelled questions, and every retrieval target still met
+(docs/retrieval.md, "Latency"). Passages keep full precision, so the stored vectors and the collection do not
+change with it; `fp32` puts questions back on the full model.
+
 Some models are trained with a marker before each text: the e5 family embeds "query: <question>" and
 "passage: <text>". `prefixes` picks them by the model's name (`EMBEDDING_QUERY_PREFIX` and
 `EMBEDDING_PASSAGE_PREFIX` override it); questions go through `embed_queries`, chunks through
@@ -24,15 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Generic, TypeVar
 
 from ..settings import DEFAULT_EMBEDDING_MODEL, Settings
+from .backends import Backend, TorchBackend, onnx_backend
 
 log = logging.getLogger(__name__)
 
@@ -61,138 +75,18 @@ def prefixes(name: str, query: str | None = None, passage: str | None = None) ->
     )
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "zantara-rag"
+R = TypeVar("R")
 
 
-class _Backend(Protocol):
-    dimension: int
+@dataclass(frozen=True)
+class Embedded(Generic[R]):
+    """Question vectors, when they were ready (`time.perf_counter`), and what the caller's `then` made of
+    them when the worker thread ran it (`followed`; else `result` is None)."""
 
-    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any: ...
-
-    def close(self) -> None: ...
-
-
-class _TorchBackend:
-    def __init__(self, path: str, device: str) -> None:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
-
-        # transformers draws a "Loading weights" progress bar on stderr: not a log line, and not JSON.
-        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        self._model = SentenceTransformer(path, device=device)
-        self.dimension = int(self._model.get_embedding_dimension() or 0)
-
-    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any:
-        return self._model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-
-    def close(self) -> None:
-        pass
-
-
-class _OnnxBackend:
-    def __init__(self, model_dir: Path, onnx_file: Path, max_seq_length: int, batch_threads: int = 0) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        options = ort.SessionOptions()
-        # One thread per run: a query is too small to split, and on a shared 2-core machine a second
-        # spinning thread made single queries several times slower under load. Batches (ingestion) run
-        # in parallel instead, one per core, on the same session (`run` is thread-safe).
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-        self._inputs = [i.name for i in self._session.get_inputs()]
-        self.dimension = int(self._session.get_outputs()[0].shape[-1])
-        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self._tokenizer.enable_truncation(max_length=max_seq_length)
-        pad = _pad_token(model_dir)
-        self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id(pad) or 0, pad_token=pad)
-        self._batch_threads = batch_threads or min(os.cpu_count() or 1, 4)
-        self._pool: ThreadPoolExecutor | None = None
-
-    def _run(self, texts: list[str]) -> Any:
-        import numpy as np
-
-        encodings = self._tokenizer.encode_batch(texts)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        return self._session.run(None, {name: feeds[name] for name in self._inputs})[0]
-
-    def encode(self, texts: list[str], batch_size: int, split: bool = True) -> Any:
-        import numpy as np
-
-        # Length-sorted batches waste the least on padding (as sentence-transformers does); several texts
-        # are split into at least one batch per thread, so a document's few chunks use every core too.
-        # A question and its gloss are split over two threads only when nothing else waits to be embedded
-        # (`Embedder.submit_queries`); otherwise (`split=False`) they are one run.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        threads = self._batch_threads if split else 1
-        size = max(1, min(batch_size, -(-len(texts) // threads)))
-        batches = [order[start : start + size] for start in range(0, len(texts), size)]
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        if len(batches) > 1 and self._batch_threads > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._batch_threads, thread_name_prefix="embed-batch")
-            results = self._pool.map(lambda picked: self._run([texts[i] for i in picked]), batches)
-        else:
-            results = map(lambda picked: self._run([texts[i] for i in picked]), batches)
-        for picked, vectors in zip(batches, results, strict=True):
-            out[picked] = vectors
-        return out
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _pad_token(model_dir: Path) -> str:
-    try:
-        value = json.loads((model_dir / "special_tokens_map.json").read_text()).get("pad_token", "[PAD]")
-    except (OSError, ValueError):
-        return "[PAD]"
-    return str(value.get("content", "[PAD]") if isinstance(value, dict) else value)
-
-
-def _onnx_backend(path: str, cache_dir: Path | None, required: bool) -> _OnnxBackend | None:
-    """The ONNX backend, exporting the model first if needed; None (an error if required) when it cannot."""
-    from . import _onnx
-
-    model_dir = Path(path)
-    spec = _onnx.layout(model_dir) if model_dir.is_dir() else None
-    if spec is None:
-        if required:
-            raise ValueError(
-                f"EMBEDDING_BACKEND=onnx needs a local model directory of the supported layout: {path}"
-            )
-        return None
-    target = (
-        (cache_dir or default_cache_dir()) / "onnx" / f"{model_dir.name}-{_onnx.cache_key(model_dir)}.onnx"
-    )
-    try:
-        if not target.is_file():
-            log.info("exporting the embedding model to ONNX (once; cached at %s)", target)
-            _onnx.export(model_dir, target)
-        return _OnnxBackend(model_dir, target, spec["max_seq_length"])
-    except Exception as exc:
-        if required:
-            raise
-        log.warning(
-            "ONNX embedding backend unavailable (%s: %s); using sentence-transformers",
-            type(exc).__name__,
-            exc,
-        )
-        return None
+    vectors: list[list[float]]
+    ready: float
+    result: R | None = None
+    followed: bool = False
 
 
 class Embedder:
@@ -207,6 +101,7 @@ class Embedder:
         cache_dir: Path | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
+        query_precision: str = "int8",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; one of {', '.join(BACKENDS)}")
@@ -215,16 +110,18 @@ class Embedder:
         path = resolve_model_path(name)
         if backend == "onnx" and device != "cpu":
             raise ValueError("EMBEDDING_BACKEND=onnx runs on the CPU only")
-        impl: _Backend | None = None
+        impl: Backend | None = None
         if backend != "torch" and device == "cpu":
-            impl = _onnx_backend(path, cache_dir, required=backend == "onnx")
+            impl = onnx_backend(path, cache_dir, required=backend == "onnx", query_precision=query_precision)
         self.backend = "onnx" if impl is not None else "torch"
-        self._impl: _Backend = impl if impl is not None else _TorchBackend(path, device)
+        # "int8" on the ONNX backend when the 8-bit model could be made; "fp32" otherwise (torch: always).
+        self.query_precision = impl.query_precision if impl is not None else "fp32"
+        self._impl: Backend = impl if impl is not None else TorchBackend(path, device)
         self.dimension = self._impl.dimension
         # One thread: a second one would only compete for the same cores; queuing calls beats thrashing.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._lock = threading.Lock()
-        self._queries_waiting = 0  # question batches submitted and not yet embedded (event loop only)
+        self._queries_waiting = 0  # question jobs submitted and not yet ended (event loop only)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -235,6 +132,7 @@ class Embedder:
             cache_dir=settings.embedding_cache_dir,
             query_prefix=settings.embedding_query_prefix,
             passage_prefix=settings.embedding_passage_prefix,
+            query_precision=settings.embedding_query_precision,
         )
 
     def embed(self, texts: list[str], batch_size: int = 32, split: bool = True) -> list[list[float]]:
@@ -246,22 +144,52 @@ class Embedder:
         """Chunk vectors, with the model's passage marker (ingestion)."""
         return self.embed([self.passage_prefix + t for t in texts], batch_size)
 
-    def submit_queries(self, texts: list[str]) -> asyncio.Future[list[list[float]]]:
-        """Question vectors (one batch, with the model's query marker), started now on the worker thread:
-        the caller may do other work before awaiting them. Call it from the event loop.
+    def query_vectors(self, texts: list[str], exact: bool = False) -> list[list[float]]:
+        """Vectors of questions that already carry the query marker, in one run on this thread: on the
+        8-bit model (`query_precision`), or on the passages' own with `exact`."""
+        if exact:
+            return self.embed(texts, len(texts), split=False)
+        with self._lock:
+            vectors = self._impl.encode_queries(texts)
+        return [v.tolist() for v in vectors]
 
-        A question and its gloss are embedded on two threads when no other question waits: on an idle
-        service that is 8.2 ms instead of 10.6 ms for a retrieval at 10k chunks (bench `retrieval`). Under
-        concurrent questions they are one run each, so one question's second thread never takes the core
-        that another question, or the event loop, needs."""
+    def submit_queries(
+        self,
+        texts: list[str],
+        then: Callable[[list[list[float]]], R] | None = None,
+        *,
+        exact: bool = False,
+    ) -> asyncio.Future[Embedded[R]]:
+        """Question vectors (one batch, with the model's query marker; `query_vectors`), started now on the
+        worker thread: the caller may do other work before awaiting them. Call it from the event loop.
+
+        The batch is one run on one thread. Two threads (the question on one, its gloss on the other) were
+        faster only for questions embedded back to back, while both cores were awake: after the idle gap
+        that comes before any real question, waking the second core cost more than it saved (docs/
+        retrieval.md, "Latency").
+
+        `then`, when given, runs on the worker thread right after the embedding if no other question waits
+        (`Embedded.followed`): the caller's next step on the vectors without a hand-over to another thread
+        and back, which costs most after an idle gap. Under concurrent questions it is left to the caller
+        (`followed` false), so the one worker thread does nothing but embed."""
         loop = asyncio.get_running_loop()
         texts = [self.query_prefix + t for t in texts]
-        job = self._executor.submit(self.embed, texts, len(texts), self._queries_waiting == 0)
+        follow = then if self._queries_waiting == 0 else None
+        job = self._executor.submit(self._embed_queries, texts, follow, exact)
         self._queries_waiting += 1
         # Counted until the job itself ends (or is dropped from the queue), not until its awaiter gives up: a
         # cancelled question keeps the worker busy as long as its job runs.
         job.add_done_callback(lambda _: self._job_ended(loop))
         return asyncio.wrap_future(job, loop=loop)
+
+    def _embed_queries(
+        self, texts: list[str], then: Callable[[list[list[float]]], R] | None, exact: bool
+    ) -> Embedded[R]:
+        vectors = self.query_vectors(texts, exact)
+        ready = time.perf_counter()
+        if then is None:
+            return Embedded(vectors, ready)
+        return Embedded(vectors, ready, then(vectors), followed=True)
 
     def _job_ended(self, loop: asyncio.AbstractEventLoop) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown): nothing counts any more
@@ -270,12 +198,12 @@ class Embedder:
     def _query_done(self) -> None:
         self._queries_waiting -= 1
 
-    async def embed_queries(self, texts: list[str]) -> list[list[float]]:
+    async def embed_queries(self, texts: list[str], *, exact: bool = False) -> list[list[float]]:
         """Question vectors (one batch, on the worker thread), with the model's query marker."""
-        return await self.submit_queries(texts)
+        return (await self.submit_queries(texts, exact=exact)).vectors
 
-    async def embed_query(self, text: str) -> list[float]:
-        return (await self.embed_queries([text]))[0]
+    async def embed_query(self, text: str, *, exact: bool = False) -> list[float]:
+        return (await self.embed_queries([text], exact=exact))[0]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -22,7 +22,7 @@ Why each step, and what it was measured against: docs/retrieval.md (`python -m b
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..domain import Passage
@@ -162,17 +162,25 @@ class Retriever:
             language = detect_language(query)
             expansion = self.glossary.expand(query, "id" if language == "en" else "en")
             texts = [query, expansion.gloss] if expansion.gloss else [query]
-            pending = self.embedder.submit_queries(texts)
+            k = max(self.candidates, self.top_k)
+            # An embedded Chroma is queried on the embedding's worker thread when it is free (one hand-over
+            # less; `Embedder.submit_queries`); a Chroma server is not: a network round trip there would
+            # hold up the next question's embedding.
+            then = self._nearest(k) if self.store.local else None
+            pending = self.embedder.submit_queries(texts, then)
             try:
                 # BM25 on this thread while the worker thread embeds (ONNX Runtime releases the GIL).
                 words = self.rank_words(query, expansion)
             except BaseException:
                 pending.cancel()
                 raise
-            vectors = await pending
-            t1 = time.perf_counter()
-            # Ids and similarities only: the texts are in the lexical index (a third of Chroma's time).
-            dense = await self.store.aquery_many(vectors, max(self.candidates, self.top_k), texts=False)
+            embedded = await pending
+            vectors = embedded.vectors
+            t1 = embedded.ready
+            if embedded.followed and embedded.result is not None:
+                dense = embedded.result
+            else:
+                dense = await self.store.aquery_many(vectors, k, texts=False)
             signals = self.fuse(query, language, expansion, dense, words)
             incomplete = [h.id for h in signals.ranked if h.similarity < 0 or not h.metadata]
             if incomplete:
@@ -206,6 +214,11 @@ class Retriever:
             relevance=signals.relevance,
             ranked=signals.ranked,
         )
+
+    def _nearest(self, k: int) -> Callable[[list[list[float]]], list[list[Hit]]]:
+        """Chroma's `k` nearest chunks of each vector: ids and similarities only, the texts are in the
+        lexical index (a third of Chroma's time)."""
+        return lambda vectors: self.store.query_many(vectors, k, texts=False)
 
     def accepts(self, signals: Signals) -> bool:
         """Whether the question is about the knowledge base at all (the cut-off of its language)."""

@@ -103,6 +103,11 @@ class VectorStore:
         opener = cls.reset if reset else cls
         return opener(connect(settings), settings.chroma_collection, settings.embedding_model, passage)
 
+    @property
+    def local(self) -> bool:
+        """Chroma embedded in this process (a query costs CPU here), not a server reached over the network."""
+        return str(self._client.get_settings().chroma_api_impl).endswith("RustBindingsAPI")
+
     def count(self) -> int:
         return int(self._collection.count())
 
