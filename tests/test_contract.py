@@ -213,7 +213,9 @@ def test_claude_answer_carries_passages_history_and_model(
 def test_claudes_citations_reach_the_client_with_the_numbering_of_the_sources(
     claude_server: ServerProcess, claude: FakeAnthropic
 ) -> None:
-    got = ask(claude_server.url, "What does an investor KITAS require?")
+    # A question with several source documents (the fake cites two of them).
+    got = ask(claude_server.url, "How much is the visa on arrival?")
+    assert len(got.sources) >= 2, got.sources
     assert_contract(got)  # which also checks each citation against the source it names
     results = [
         b for b in claude.requests()[0]["body"]["messages"][-1]["content"] if b["type"] == "search_result"

@@ -92,14 +92,17 @@ async def test_a_question_and_its_gloss_are_one_job_each_embedded_as_if_alone(
     vectors = await onnx_embedder.embed_queries(TEXTS[:2])
     assert runs == [2]
     # One run per text: the same vector as each alone (the 8-bit model scales each run by its own range).
-    assert cosines(vectors, [onnx_embedder.query_vectors([t])[0] for t in TEXTS[:2]]).min() >= 1 - 1e-6
+    alone = [onnx_embedder.query_vectors([onnx_embedder.query_prefix + t])[0] for t in TEXTS[:2]]
+    assert cosines(vectors, alone).min() >= 1 - 1e-6
 
 
-def _follow_up(threads: list[str]) -> Callable[[list[list[float]]], int]:
-    """A follow-up step that records the thread it ran on and returns the number of vectors."""
+def _follow_up(threads: list[str], times: list[float] | None = None) -> Callable[[list[list[float]]], int]:
+    """A follow-up step that records the thread it ran on (and when) and returns the number of vectors."""
 
     def then(vectors: list[list[float]]) -> int:
         threads.append(threading.current_thread().name)
+        if times is not None:
+            times.append(time.perf_counter())
         return len(vectors)
 
     return then
@@ -109,8 +112,10 @@ async def test_the_follow_up_runs_on_the_worker_only_when_no_other_question_wait
     onnx_embedder: Embedder,
 ) -> None:
     threads: list[str] = []
-    alone = await onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))
+    started, ran = time.perf_counter(), []
+    alone = await onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads, ran))
     assert alone.followed and alone.result == 2
+    assert started < alone.ready <= ran[0]  # the vectors were ready before the follow-up ran
     assert threads and threads[0].startswith("embed")  # the worker thread, not the event loop's
     # Three at once: the first finds the worker free, the two behind it leave the step to the caller.
     together = await asyncio.gather(
@@ -121,10 +126,9 @@ async def test_the_follow_up_runs_on_the_worker_only_when_no_other_question_wait
     assert len(threads) == 2
     again = await onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))  # the count went back to zero
     assert again.followed
-    # Followed or not, the vectors are the same, and `ready` is when they were.
+    # Followed or not, the vectors are the same.
     for embedded in (*together, again):
         assert cosines(embedded.vectors, alone.vectors).min() >= 1 - 1e-6
-        assert 0 < embedded.ready <= time.perf_counter()
 
 
 async def test_a_cancelled_question_counts_until_its_embedding_really_ends(
@@ -146,12 +150,14 @@ async def test_a_cancelled_question_counts_until_its_embedding_really_ends(
     second = onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))
     release.set()
     assert not (await second).followed  # the worker was still busy with the first question's job
+    assert threads == []  # and the first one, given up, skipped its follow-up
     for _ in range(100):  # the count goes back to zero once both jobs have ended
         if onnx_embedder._queries_waiting == 0:
             break
         await asyncio.sleep(0.01)
     assert onnx_embedder._queries_waiting == 0
     assert (await onnx_embedder.submit_queries(TEXTS[:2], _follow_up(threads))).followed
+    assert len(threads) == 1
 
 
 def test_the_export_and_its_8_bit_questions_model_are_cached_and_reused(
@@ -200,7 +206,7 @@ def test_a_refused_quantization_leaves_questions_on_the_full_model(
             (tmp_path / "onnx").mkdir(exist_ok=True)
             shutil.copy(exported, tmp_path / "onnx" / exported.name)
     monkeypatch.setattr(_onnx, "QUANTIZED_TOLERANCE", 1e-6)
-    with caplog.at_level(logging.WARNING, logger="zantara_rag.retrieval.embedder"):
+    with caplog.at_level(logging.WARNING, logger="zantara_rag.retrieval.backends"):
         embedder = Embedder(DEFAULT_EMBEDDING_MODEL, backend="onnx", cache_dir=tmp_path)
     try:
         assert embedder.query_precision == "fp32"
@@ -210,6 +216,29 @@ def test_a_refused_quantization_leaves_questions_on_the_full_model(
         assert cosines(vectors, embedder.embed(TEXTS[:2])).min() >= 1 - 1e-6
     finally:
         embedder.close()
+
+
+def test_a_damaged_8_bit_file_leaves_questions_on_the_full_model_not_the_service_without_onnx(
+    tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "onnx").mkdir()
+    for exported in (cache_dir / "onnx").glob("*.onnx"):
+        shutil.copy(exported, tmp_path / "onnx" / exported.name)
+    (damaged,) = (tmp_path / "onnx").glob("*-int8.onnx")
+    damaged.write_bytes(damaged.read_bytes()[: 1 << 20])  # cut short, as a full disk would leave it
+    with caplog.at_level(logging.WARNING, logger="zantara_rag.retrieval.backends"):
+        embedder = Embedder(DEFAULT_EMBEDDING_MODEL, backend="onnx", cache_dir=tmp_path)
+    try:
+        assert (embedder.backend, embedder.query_precision) == ("onnx", "fp32")
+        assert "8-bit question embeddings unavailable" in caplog.text
+        assert cosines(embedder.query_vectors(TEXTS[:2]), embedder.embed(TEXTS[:2])).min() >= 1 - 1e-6
+    finally:
+        embedder.close()
+
+
+def test_an_unknown_query_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown query precision"):
+        Embedder(DEFAULT_EMBEDDING_MODEL, query_precision="fp16")
 
 
 def test_the_torch_backend_embeds_questions_at_full_precision(torch_embedder: Embedder) -> None:

@@ -98,6 +98,9 @@ def test_server_mode_answers_exactly_as_the_embedded_store(
     shutil.copytree(kb_template, tmp_path / "chroma")
     embedded = retriever_on(Settings(chroma_path=tmp_path / "chroma"), embedder)
     server = retriever_on(Settings(chroma_url=chroma_server.url), embedder)  # type: ignore[arg-type]
+    # The server's queries stay off the embedder's worker thread (a network round trip there would hold up the
+    # next question's embedding); the embedded store's run on it (tests/test_search.py).
+    assert (embedded.store.local, server.store.local) == (True, False)
     assert [c.id for c in server.mirror.index.chunks] == [c.id for c in embedded.mirror.index.chunks]
     asked = [q["question"] for q in QUESTIONS[::4]] + [q["question"] for q in OFFTOPIC]
     got = answers(server, asked)

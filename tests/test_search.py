@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from zantara_rag.errors import RetrievalUnavailable
 from zantara_rag.knowledge.ingest import ingest
 from zantara_rag.retrieval.embedder import Embedder
 from zantara_rag.retrieval.glossary import Expansion
@@ -241,7 +242,7 @@ def test_an_embedded_chroma_is_queried_on_the_embedding_worker_a_server_is_not(
     question = "Is health insurance compulsory for my staff?"
     on_worker = asyncio.run(setup.retriever.retrieve(question))
     assert setup.store.local
-    monkeypatch.setattr(VectorStore, "local", property(lambda self: False))
+    monkeypatch.setattr(setup.store, "local", False)
     off_worker = asyncio.run(setup.retriever.retrieve(question))
     assert len(threads) == 2
     assert threads[0].startswith("embed") and not threads[1].startswith("embed")
@@ -249,3 +250,26 @@ def test_an_embedded_chroma_is_queried_on_the_embedding_worker_a_server_is_not(
     assert [p.doc for p in on_worker.passages] == [p.doc for p in off_worker.passages]
     assert on_worker.relevance == pytest.approx(off_worker.relevance, abs=1e-6)
     assert min(on_worker.embed_ms, on_worker.search_ms, off_worker.embed_ms, off_worker.search_ms) > 0
+
+
+def test_a_store_failing_on_the_worker_thread_is_retrieval_unavailable(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The query that runs on the embedder's worker thread fails as one on the default executor does: the
+    # request gets retrieval_unavailable, and the worker counts no question as waiting afterwards.
+    def down(*args: object, **kwargs: object) -> list[list[Hit]]:
+        raise ConnectionError("chroma is down")
+
+    monkeypatch.setattr(setup.store, "query_many", down)
+    embedder = setup.retriever.embedder
+
+    async def ask() -> int:
+        with pytest.raises(RetrievalUnavailable):
+            await setup.retriever.retrieve("Is health insurance compulsory for my staff?")
+        for _ in range(100):
+            if embedder._queries_waiting == 0:
+                break
+            await asyncio.sleep(0.01)
+        return embedder._queries_waiting
+
+    assert asyncio.run(ask()) == 0

@@ -5,10 +5,12 @@ Variants, interleaved round by round so that a burst of load from elsewhere hits
 - `sentence-transformers`: the service before (SentenceTransformer.encode, torch's default threads).
 - `sentence-transformers-1t`: the same on one torch thread (separates threading from framework overhead).
 - `torch-direct-1t`: the fast tokenizer and the transformer called directly, `torch.inference_mode`, 1 thread.
-- `onnx`: the service now (`EMBEDDING_BACKEND=onnx`).
+- `onnx`: the ONNX backend's full-precision model (`EMBEDDING_BACKEND=onnx`): what passages use, and questions
+  with `EMBEDDING_QUERY_PRECISION=fp32`.
 
-Every query of a round is distinct. `embed_query` (through the worker thread, from an event loop) is timed
-for the ONNX path too: the thread hand-off is part of what a request pays.
+Every query of a round is distinct. `onnx-embed_query` is a question as the service embeds it: on the 8-bit
+questions' model (`query_precision` in the results), through the worker thread, from an event loop (the thread
+hand-off is part of what a request pays).
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     before.close()
     after.close()
     return {
+        "query_precision": after.query_precision,
         "latency_ms": latency,
         "batch": batch,
         "torch_default_threads": default_threads,

@@ -149,10 +149,11 @@ def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
     return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize(source: Path, target: Path, tokenizer_file: Path) -> None:
+def quantize(source: Path, target: Path, tokenizer_file: Path, max_seq_length: int) -> None:
     """The 8-bit questions' model of the exported `source`, verified on `PROBES`, moved into place
     atomically."""
     import numpy as np
+    import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from tokenizers import Tokenizer
@@ -161,16 +162,19 @@ def quantize(source: Path, target: Path, tokenizer_file: Path) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        # It logs (on the root logger, not as a warning) advice for static quantization's calibration;
-        # dynamic quantization has none, and our log lines are JSON.
+        # It logs a warning on the root logger with advice for static quantization's calibration; dynamic
+        # quantization has none, and our log lines are JSON.
         root = logging.getLogger()
         root.addFilter(_no_preprocessing_advice)
         try:
-            quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
+            # The model itself, not its path: given a path it writes a fixed-name file beside the source for
+            # its shape inference (two processes quantizing at once would share it); given the model, its own
+            # temporary directory.
+            quantize_dynamic(onnx.load(str(source)), tmp, weight_type=QuantType.QInt8, per_channel=True)
         finally:
             root.removeFilter(_no_preprocessing_advice)
         tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        tokenizer.enable_truncation(max_length=256)
+        tokenizer.enable_truncation(max_length=max_seq_length)
         full = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
         small = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         names = [i.name for i in full.get_inputs()]

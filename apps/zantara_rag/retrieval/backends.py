@@ -75,13 +75,23 @@ class OnnxBackend:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-        # Questions run on the 8-bit model when there is one (`_onnx.quantize`), passages on this one.
-        self._query_session = (
-            ort.InferenceSession(str(query_file), options, providers=["CPUExecutionProvider"])
-            if query_file is not None
-            else self._session
-        )
-        self.query_precision = "int8" if query_file is not None else "fp32"
+        # Questions run on the 8-bit model when there is one (`_onnx.quantize`), passages on this one; a file
+        # that does not load (damaged, another ONNX Runtime's) leaves questions on this one, not the service
+        # without ONNX.
+        self._query_session = self._session
+        if query_file is not None:
+            try:
+                self._query_session = ort.InferenceSession(
+                    str(query_file), options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:
+                log.warning(
+                    "8-bit question embeddings unavailable (%s loading %s); questions use the "
+                    "full-precision model",
+                    type(exc).__name__,
+                    query_file.name,
+                )
+        self.query_precision = "fp32" if self._query_session is self._session else "int8"
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.dimension = int(self._session.get_outputs()[0].shape[-1])
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -117,7 +127,8 @@ class OnnxBackend:
 
         # Length-sorted batches waste the least on padding (as sentence-transformers does); several texts
         # are split into at least one batch per thread, so a document's few chunks use every core too.
-        # A question and its gloss are one run (`split=False`, `Embedder.submit_queries`).
+        # Questions come through `encode_queries` (the 8-bit model), or here in one run (`split=False`)
+        # when `exact`.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         threads = self._batch_threads if split else 1
         size = max(1, min(batch_size, -(-len(texts) // threads)))
@@ -138,7 +149,7 @@ class OnnxBackend:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _quantized(model_dir: Path, exported: Path) -> Path | None:
+def _quantized(model_dir: Path, exported: Path, max_seq_length: int) -> Path | None:
     """The 8-bit questions' model beside the export (quantized once), or None when it cannot be made."""
     from . import _onnx
 
@@ -146,7 +157,7 @@ def _quantized(model_dir: Path, exported: Path) -> Path | None:
     try:
         if not target.is_file():
             log.info("quantizing the questions' embedding model (once; cached at %s)", target)
-            _onnx.quantize(exported, target, model_dir / "tokenizer.json")
+            _onnx.quantize(exported, target, model_dir / "tokenizer.json", max_seq_length)
     except Exception as exc:
         log.warning(
             "8-bit question embeddings unavailable (%s: %s); questions use the full-precision model",
@@ -188,8 +199,9 @@ def onnx_backend(
         if not target.is_file():
             log.info("exporting the embedding model to ONNX (once; cached at %s)", target)
             _onnx.export(model_dir, target)
-        query_file = _quantized(model_dir, target) if query_precision == "int8" else None
-        return OnnxBackend(model_dir, target, spec["max_seq_length"], query_file=query_file)
+        length = spec["max_seq_length"]
+        query_file = _quantized(model_dir, target, length) if query_precision == "int8" else None
+        return OnnxBackend(model_dir, target, length, query_file=query_file)
     except Exception as exc:
         if required:
             raise

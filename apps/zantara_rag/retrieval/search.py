@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..domain import Passage
 from ..errors import RetrievalUnavailable
@@ -174,11 +175,13 @@ class Retriever:
             except BaseException:
                 pending.cancel()
                 raise
+            ranked_words = time.perf_counter()
             embedded = await pending
             vectors = embedded.vectors
-            t1 = embedded.ready
-            if embedded.followed and embedded.result is not None:
-                dense = embedded.result
+            # The first stage ends when both the vectors and BM25 are ready: Chroma's query is the second.
+            t1 = max(embedded.ready, ranked_words)
+            if embedded.followed:
+                dense = cast(list[list[Hit]], embedded.result)
             else:
                 dense = await self.store.aquery_many(vectors, k, texts=False)
             signals = self.fuse(query, language, expansion, dense, words)

@@ -68,6 +68,8 @@ class VectorStore:
 
     def __init__(self, client: Any, collection: str, model_name: str, passage_prefix: str = "") -> None:
         self._client = client
+        # Chroma embedded in this process (a query costs CPU here), not a server reached over the network.
+        self.local = str(client.get_settings().chroma_api_impl).endswith("RustBindingsAPI")
         self.name = collection
         # A passage marker changes every vector: it is part of what the collection records.
         model_name = f"{model_name} (passage prefix {passage_prefix!r})" if passage_prefix else model_name
@@ -102,11 +104,6 @@ class VectorStore:
         passage = prefixes(settings.embedding_model, None, settings.embedding_passage_prefix)[1]
         opener = cls.reset if reset else cls
         return opener(connect(settings), settings.chroma_collection, settings.embedding_model, passage)
-
-    @property
-    def local(self) -> bool:
-        """Chroma embedded in this process (a query costs CPU here), not a server reached over the network."""
-        return str(self._client.get_settings().chroma_api_impl).endswith("RustBindingsAPI")
 
     def count(self) -> int:
         return int(self._collection.count())
