@@ -16,8 +16,8 @@ tests/test_embedder.py):
 `auto` (the default) takes `onnx` for a local model of the supported layout, else `torch`.
 
 Questions are embedded by an 8-bit copy of the ONNX model (`EMBEDDING_QUERY_PRECISION=int8`, the default;
-`_onnx.quantize`): about 3 ms instead of 6.6 ms for a question and its gloss after an idle gap, vectors within
-0.986 cosine of the full model's on the labelled questions, and every retrieval target still met
+`_onnx.quantize`): about 3.5 ms instead of 6.8 ms for a question and its gloss after an idle gap, vectors
+within 0.986 cosine of the full model's on the labelled questions, and every retrieval target still met
 (docs/retrieval.md, "Latency"). Passages keep full precision, so the stored vectors and the collection do not
 change with it; `fp32` puts questions back on the full model.
 
