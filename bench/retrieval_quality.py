@@ -119,26 +119,26 @@ class CachingEmbedder(Embedder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._cache: dict[str, list[float]] = {}
+        self._cache: dict[tuple[str, str], list[float]] = {}
         self.embedded = 0
 
-    def embed(self, texts: list[str], batch_size: int = 32, split: bool = True) -> list[list[float]]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+    def _cached(
+        self, model: str, texts: list[str], compute: Callable[[list[str]], list[list[float]]]
+    ) -> list[list[float]]:
+        """Each text's vector by `model` ("" for the passages' model), computing only those not seen yet."""
+        missing = list(dict.fromkeys(t for t in texts if (model, t) not in self._cache))
         if missing:
-            self._cache.update(zip(missing, super().embed(missing, batch_size, split), strict=True))
+            self._cache.update(((model, t), v) for t, v in zip(missing, compute(missing), strict=True))
             self.embedded += len(missing)
-        return [self._cache[t] for t in texts]
+        return [self._cache[(model, t)] for t in texts]
+
+    def embed(self, texts: list[str], batch_size: int = 32, split: bool = True) -> list[list[float]]:
+        return self._cached("", texts, lambda missing: Embedder.embed(self, missing, batch_size, split))
 
     def query_vectors(self, texts: list[str], exact: bool = False) -> list[list[float]]:
         if exact:  # the passages' model: `embed`'s cache
             return super().query_vectors(texts, exact)
-        keys = [f"\0query\0{t}" for t in texts]  # the questions' model: its own entries
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if missing:
-            vectors = super().query_vectors([k.split("\0", 2)[2] for k in missing])
-            self._cache.update(zip(missing, vectors, strict=True))
-            self.embedded += len(missing)
-        return [self._cache[k] for k in keys]
+        return self._cached("questions", texts, lambda missing: Embedder.query_vectors(self, missing))
 
 
 def make_embedder() -> CachingEmbedder:

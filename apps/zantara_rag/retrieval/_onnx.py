@@ -19,6 +19,8 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,34 @@ def cache_key(model_dir: Path) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def feeds(encodings: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
+    """The model's inputs, by input name, for tokenizer encodings of one length (a padded batch, or one
+    text)."""
+    import numpy as np
+
+    columns = {
+        "input_ids": [e.ids for e in encodings],
+        "attention_mask": [e.attention_mask for e in encodings],
+        "token_type_ids": [e.type_ids for e in encodings],
+    }
+    return {name: np.array(columns[name], dtype=np.int64) for name in names}
+
+
+@contextmanager
+def _written_atomically(target: Path) -> Iterator[Path]:
+    """A temporary file beside `target` to write; moved onto it (readable by all) if the block ends without an
+    error, removed otherwise: a reader never sees a half-written or refused model."""
+    fd, name = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export(model_dir: Path, target: Path) -> None:
     """Export, verify against sentence-transformers, then move into place atomically."""
     import numpy as np
@@ -110,10 +140,7 @@ def export(model_dir: Path, target: Path) -> None:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"embedding": {0: "batch"}}
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _written_atomically(target) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about shape checks it freezes; the probe comparison below is the real check.
             warnings.simplefilter("ignore")
@@ -141,10 +168,6 @@ def export(model_dir: Path, target: Path) -> None:
             raise ExportRefused(
                 f"the ONNX export of {model_dir} reproduces its embeddings only to cosine {worst:.6f}"
             )
-        tmp.chmod(0o644)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("exported %s to %s", model_dir, target)
 
 
@@ -161,10 +184,7 @@ def quantize(source: Path, target: Path, tokenizer_file: Path, max_seq_length: i
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from tokenizers import Tokenizer
 
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _written_atomically(target) as tmp:
         # It logs on the root logger: a warning with advice for static quantization's calibration (dynamic
         # quantization has none) and a line for every tensor it leaves alone, some sixty. The check below
         # says whether the result is good; this module logs the outcome.
@@ -184,20 +204,10 @@ def quantize(source: Path, target: Path, tokenizer_file: Path, max_seq_length: i
         names = [i.name for i in full.get_inputs()]
         worst = 1.0
         for probe in PROBES:  # one at a time: no padding, as questions are embedded
-            encoded = tokenizer.encode(probe)
-            feeds = {
-                "input_ids": np.array([encoded.ids], dtype=np.int64),
-                "attention_mask": np.array([encoded.attention_mask], dtype=np.int64),
-                "token_type_ids": np.array([encoded.type_ids], dtype=np.int64),
-            }
-            feeds = {n: feeds[n] for n in names}
-            worst = min(worst, float(np.sum(full.run(None, feeds)[0] * small.run(None, feeds)[0])))
+            inputs = feeds([tokenizer.encode(probe)], names)
+            worst = min(worst, float(np.sum(full.run(None, inputs)[0] * small.run(None, inputs)[0])))
         if worst < 1 - QUANTIZED_TOLERANCE:
             raise ExportRefused(
                 f"the 8-bit model of {source} reproduces its embeddings only to cosine {worst:.4f}"
             )
-        tmp.chmod(0o644)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("quantized %s to %s", source, target)

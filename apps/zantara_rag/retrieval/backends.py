@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import _onnx
+
 log = logging.getLogger(__name__)
 
 
@@ -102,15 +104,8 @@ class OnnxBackend:
         self._pool: ThreadPoolExecutor | None = None
 
     def _run(self, texts: list[str], session: Any = None) -> Any:
-        import numpy as np
-
-        encodings = self._tokenizer.encode_batch(texts)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        return (session or self._session).run(None, {name: feeds[name] for name in self._inputs})[0]
+        inputs = _onnx.feeds(self._tokenizer.encode_batch(texts), self._inputs)
+        return (session or self._session).run(None, inputs)[0]
 
     def encode_queries(self, texts: list[str]) -> Any:
         import numpy as np
@@ -151,8 +146,6 @@ class OnnxBackend:
 
 def _quantized(model_dir: Path, exported: Path, max_seq_length: int) -> Path | None:
     """The 8-bit questions' model beside the export (quantized once), or None when it cannot be made."""
-    from . import _onnx
-
     target = exported.with_name(f"{exported.stem}-int8.onnx")
     try:
         if not target.is_file():
@@ -182,8 +175,6 @@ def onnx_backend(
     """The ONNX backend, exporting the model first if needed; None (an error if required) when it cannot.
     With `query_precision` "int8", questions run on the 8-bit model (quantized once, cached beside the
     export), or on the full one with a warning when quantizing fails."""
-    from . import _onnx
-
     model_dir = Path(path)
     spec = _onnx.layout(model_dir) if model_dir.is_dir() else None
     if spec is None:

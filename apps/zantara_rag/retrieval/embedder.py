@@ -114,9 +114,9 @@ class Embedder:
         if backend != "torch" and device == "cpu":
             impl = onnx_backend(path, cache_dir, required=backend == "onnx", query_precision=query_precision)
         self.backend = "onnx" if impl is not None else "torch"
-        # "int8" on the ONNX backend when the 8-bit model could be made; "fp32" otherwise (torch: always).
-        self.query_precision = impl.query_precision if impl is not None else "fp32"
         self._impl: Backend = impl if impl is not None else TorchBackend(path, device)
+        # "int8" on the ONNX backend when the 8-bit model could be made; "fp32" otherwise (torch: always).
+        self.query_precision = self._impl.query_precision
         self.dimension = self._impl.dimension
         # One thread: a second one would only compete for the same cores; queuing calls beats thrashing.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
